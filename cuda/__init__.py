@@ -1,0 +1,1 @@
+"""CUDA C++ sources of the engine's raw kernels (package data, loaded with cupy.RawModule)."""
