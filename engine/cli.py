@@ -1,0 +1,108 @@
+"""`mercury-engine serve|health|stats|stop|train`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .paths import default_socket_path
+
+# Same folder as loader.DEFAULT_MODEL_DIR, named here because loader imports torch: `serve` binds
+# its socket first (so clients get "not ready" at once) and imports torch on the model thread.
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mercury-engine", description="The diffusion-infilling engine process.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="load the model and answer requests on a local socket")
+    serve.add_argument("--model", metavar="DIR", help="model folder (config.json, model.safetensors, tokenizer.json); default: the bundled model")
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    serve.add_argument("--socket", metavar="PATH", help="Unix socket path (default: %s)" % "<runtime dir>/engine.sock")
+    serve.add_argument("--tcp", metavar="PORT", type=int, help="also listen on 127.0.0.1:PORT (0: any free port)")
+    serve.add_argument("--idle-timeout", metavar="SECONDS", type=float, default=1800.0, help="exit after this long with no clients (0: never; default 1800)")
+    serve.add_argument("--frame-timeout", metavar="SECONDS", type=float, default=10.0, help="close a connection that sends half a frame and then nothing for this long")
+    serve.add_argument("--max-batch", metavar="N", type=int, default=16, help="most requests decoded together (default 16)")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    for name, text in (("health", "is an engine up, and is it ready?"), ("stats", "request counters and latency"), ("stop", "ask the engine to exit")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--socket", metavar="PATH", help="Unix socket path (default: the runtime dir's engine.sock)")
+        p.add_argument("--tcp", metavar="PORT", type=int, help="talk to 127.0.0.1:PORT instead")
+        p.add_argument("--timeout", metavar="SECONDS", type=float, default=10.0)
+
+    train = sub.add_parser("train", help="train a model (see `mercury-engine train --help`)", add_help=False)
+    train.add_argument("argv", nargs=argparse.REMAINDER)
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    from .server import EngineAlreadyRunning, EngineServer
+
+    model_dir = (Path(args.model) if args.model else DEFAULT_MODEL_DIR).resolve()
+    if not (model_dir / "config.json").is_file():
+        if args.model:
+            print(f"mercury-engine: --model {model_dir}: no config.json there (a model folder holds config.json, model.safetensors, tokenizer.json)", file=sys.stderr)
+        else:
+            print(f"mercury-engine: the bundled model is missing ({model_dir} has no config.json); pass --model DIR", file=sys.stderr)
+        return 2
+    if args.tcp is not None and not 0 <= args.tcp <= 65535:
+        print(f"mercury-engine: --tcp {args.tcp}: a port is 0..65535", file=sys.stderr)
+        return 2
+    if args.max_batch < 1:
+        print("mercury-engine: --max-batch must be at least 1", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level, format="mercury-engine: %(message)s", stream=sys.stderr)
+    server = EngineServer(
+        model_dir=model_dir,
+        socket_path=Path(args.socket) if args.socket else default_socket_path(),
+        device=args.device,
+        tcp_port=args.tcp,
+        idle_timeout=args.idle_timeout,
+        frame_timeout=args.frame_timeout,
+        max_batch=args.max_batch,
+    )
+    try:
+        return asyncio.run(server.run())
+    except EngineAlreadyRunning as exc:
+        print(f"mercury-engine: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"mercury-engine: cannot listen: {exc}", file=sys.stderr)
+        return 1
+
+
+def ask(args: argparse.Namespace, method: str) -> int:
+    from .client import EngineError, EngineUnavailable, call
+
+    try:
+        result = call(method, socket_path=args.socket, tcp_port=args.tcp, timeout=args.timeout)
+    except (EngineUnavailable, EOFError, TimeoutError, OSError) as exc:
+        print(f"mercury-engine: {exc}", file=sys.stderr)
+        return 1
+    except EngineError as exc:
+        print(f"mercury-engine: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # everything after `train` belongs to the trainer's own parser
+        from .train import main as train_main
+
+        return train_main(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return ask(args, "shutdown" if args.command == "stop" else args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
