@@ -1,0 +1,108 @@
+"""The text around the cursor: LSP (UTF-16) positions to string offsets, windowing, line mode."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# LSP recognises exactly these line breaks (str.splitlines also splits on \x0b, \x1c, \u2028 ...).
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+WORD_CHAR = re.compile(r"\w")
+# Characters that never occur in source text; a window holding them is treated as binary content.
+BINARY_CHARS = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\ufffd]")
+
+KEY_PREFIX_CHARS = 1024  # how much text before the cursor identifies a cached completion
+KEY_SUFFIX_CHARS = 256
+MAX_TYPED_AHEAD = 64  # how many characters typed through a suggestion the cache can still serve
+
+
+@dataclass(frozen=True)
+class Context:
+    prefix: str  # text before the cursor, windowed (nearest text kept)
+    suffix: str  # text after the cursor, windowed
+    language: str
+    single_line: bool  # mid-line cursor: complete only the rest of this line
+    line: int
+    character: int  # UTF-16 column of the cursor after clamping to the line
+    line_prefix: str  # cursor line before the cursor
+    line_suffix: str  # cursor line after the cursor, without its line break
+    key_prefix: str  # raw tail before the cursor (not cut at line starts), for the cache
+    key_suffix: str  # raw head after the cursor
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def utf16_to_index(line_text: str, character: int) -> int:
+    """Code-point index in `line_text` for a UTF-16 column; past the end clamps to the end (LSP
+    rule), a column inside a surrogate pair falls back to the start of that character."""
+    if utf16_len(line_text) == len(line_text):  # no astral characters: units are code points
+        return min(character, len(line_text))
+    units = 0
+    for i, ch in enumerate(line_text):
+        width = 2 if ord(ch) > 0xFFFF else 1
+        if units + width > character:
+            return i
+        units += width
+    return len(line_text)
+
+
+def locate(text: str, line: int, character: int) -> tuple[int, int, int] | None:
+    """(line start, line end, cursor offset) for an LSP position, or None past the last line."""
+    if line < 0 or character < 0:
+        return None
+    start = 0
+    for _ in range(line):
+        m = LINE_BREAK.search(text, start)
+        if m is None:
+            return None
+        start = m.end()
+    m = LINE_BREAK.search(text, start)
+    end = m.start() if m else len(text)
+    return start, end, start + utf16_to_index(text[start:end], character)
+
+
+def window(prefix: str, suffix: str, budget: int) -> tuple[str, str]:
+    """Keep at most `budget` characters, 3/4 before the cursor and 1/4 after; a side that needs less
+    lends the rest to the other. Cuts fall on line boundaries unless a single line is longer."""
+    want_suffix = budget // 4
+    suffix_budget = min(len(suffix), max(want_suffix, budget - len(prefix)))
+    prefix_budget = budget - suffix_budget
+    if len(prefix) > prefix_budget:
+        cut = prefix[len(prefix) - prefix_budget :] if prefix_budget > 0 else ""
+        nl = cut.find("\n")
+        prefix = cut[nl + 1 :] if 0 <= nl < len(cut) - 1 else cut
+    if len(suffix) > suffix_budget:
+        cut = suffix[:suffix_budget]
+        nl = cut.rfind("\n")
+        suffix = cut[: nl + 1] if nl > 0 else cut
+    return prefix, suffix
+
+
+def build_context(text: str, line: int, character: int, language: str, budget: int) -> Context | None:
+    """The context for a completion at (line, character), or None for a position past the end of
+    the document or binary content near the cursor."""
+    where = locate(text, line, character)
+    if where is None:
+        return None
+    line_start, line_end, offset = where
+    head = text[max(0, offset - budget - KEY_PREFIX_CHARS) : offset]
+    tail = text[offset : offset + budget + KEY_SUFFIX_CHARS]
+    prefix, suffix = window(head, tail, budget)
+    if BINARY_CHARS.search(prefix) or BINARY_CHARS.search(suffix):
+        return None
+    line_prefix = text[line_start:offset]
+    line_suffix = text[offset:line_end]
+    return Context(
+        prefix=prefix,
+        suffix=suffix,
+        language=language or "",
+        single_line=WORD_CHAR.search(line_suffix) is not None,
+        line=line,
+        character=utf16_len(line_prefix),
+        line_prefix=line_prefix,
+        line_suffix=line_suffix,
+        key_prefix=head[-(KEY_PREFIX_CHARS + MAX_TYPED_AHEAD) :],
+        key_suffix=tail[:KEY_SUFFIX_CHARS],
+    )

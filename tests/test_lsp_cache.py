@@ -1,0 +1,75 @@
+"""Completion cache (exact and typed-ahead hits) and settings parsing."""
+
+from mercury_lsp.cache import CompletionCache
+from mercury_lsp.context import build_context
+from mercury_lsp.settings import Settings
+
+
+def ctx_after(text):
+    lines = text.split("\n")
+    return build_context(text, len(lines) - 1, len(lines[-1]), "python", 6000)
+
+
+def test_exact_context_hits():
+    cache = CompletionCache()
+    ctx = ctx_after("def add(a, b):\n    return ")
+    cache.put(ctx, "a + b")
+    hit = cache.get(ctx_after("def add(a, b):\n    return "))
+    assert hit.text == "a + b" and hit.typed == 0
+
+
+def test_typing_the_beginning_of_a_suggestion_serves_the_rest():
+    cache = CompletionCache()
+    cache.put(ctx_after("def add(a, b):\n    return "), "a + b")
+    hit = cache.get(ctx_after("def add(a, b):\n    return a +"))
+    assert hit.text == " b" and hit.typed == 3
+
+
+def test_typing_something_else_misses():
+    cache = CompletionCache()
+    cache.put(ctx_after("def add(a, b):\n    return "), "a + b")
+    assert cache.get(ctx_after("def add(a, b):\n    return b")) is None
+    assert cache.get(ctx_after("def add(a, c):\n    return ")) is None
+
+
+def test_typing_the_whole_suggestion_leaves_nothing_to_serve():
+    cache = CompletionCache()
+    cache.put(ctx_after("x = "), "1")
+    assert cache.get(ctx_after("x = 1")) is None
+
+
+def test_different_text_after_the_cursor_misses():
+    cache = CompletionCache()
+    text = "x = \ny = 2\n"
+    cache.put(build_context(text, 0, 4, "python", 6000), "1")
+    other = "x = \ny = 3\n"
+    assert cache.get(build_context(other, 0, 4, "python", 6000)) is None
+    assert cache.get(build_context(text, 0, 4, "python", 6000)).text == "1"
+
+
+def test_lru_evicts_the_oldest():
+    cache = CompletionCache(size=2)
+    for i in range(3):
+        cache.put(ctx_after(f"v{i} = "), str(i))
+    assert cache.get(ctx_after("v0 = ")) is None
+    assert cache.get(ctx_after("v2 = ")).text == "2"
+
+
+def test_settings_accept_nested_camel_case_and_report_bad_values():
+    s = Settings()
+    problems = s.update({"mercury": {"budgetMs": 500, "maxTokens": 16, "debounce_ms": 0,
+                                      "engineSocket": "/tmp/x.sock", "engineCommand": "python -m x",
+                                      "enabled": "yes", "max_tokens_typo": 1}})
+    assert s.budget_ms == 500 and s.max_tokens == 16 and s.debounce_ms == 0
+    assert s.engine_socket == "/tmp/x.sock" and s.engine_command == ["python", "-m", "x"]
+    assert s.enabled is True  # "yes" is not a boolean: ignored with a message
+    assert len(problems) == 1 and "enabled" in problems[0]
+
+
+def test_settings_reject_out_of_range_and_wrong_types():
+    s = Settings()
+    problems = s.update({"max_tokens": 100000, "budget_ms": "fast", "model": 3, "context_chars": 10})
+    assert len(problems) == 4
+    assert s == Settings()
+    assert Settings().update("not a map")
+    assert Settings().update(None) == []

@@ -1,0 +1,120 @@
+"""Post-processing golden cases: document with a cursor (█), raw engine text, expected suggestion."""
+
+import pytest
+
+from mercury_lsp.context import build_context
+from mercury_lsp.postprocess import postprocess
+
+CURSOR = "█"
+
+
+def run(doc: str, raw: str, language: str = "python"):
+    before, after = doc.split(CURSOR)
+    line = before.count("\n")
+    column = len(before.split("\n")[-1])  # ASCII documents: code points == UTF-16 units
+    ctx = build_context(before + after, line, column, language, 6000)
+    return postprocess(raw, ctx)
+
+
+GOLDEN = [
+    # (name, document, raw engine text, expected text or None, replaces the rest of the line)
+    ("plain end of line", "x = █\n", "compute()", "compute()", False),
+    ("whitespace only is dropped", "x = █\n", "  \n\t ", None, False),
+    ("empty is dropped", "x = █\n", "", None, False),
+    ("doubled space removed", "x = █\n", " 1", "1", False),
+    ("trailing blank lines trimmed", "def f():\n    █\n", "return 1\n\n\n", "return 1", False),
+    ("mid-line keeps one line", "foo(█, y)\n", "x\nmore()", "x", False),
+    ("mid-line keeps its trailing space", "foo(█y)\n", "x, ", "x, ", False),
+    ("suggestion equal to the rest of the line", "print(█value)\n", "value)", None, False),
+    ("suggestion ending with the rest of the line", "call(█value)\n", "1, value)", "1, ", False),
+    ("closing chars after cursor are covered", "print(█)\n", "x)", "x)", True),
+    ("closing chars not written are kept", "print(█)\n", "x", "x", False),
+    ("covered closers with more after them", "def f(█):\n", "a, b):", "a, b):", True),
+    ("bracket closing the prefix is kept at end of line", "foo(a, █\n", "b)", "b)", False),
+    ("stray closer is cut", "x = █\n", "1)\ny = 2", "1", False),
+    ("closer duplicating the rest is cut when not covered", "f(g(█))\n", "x), y", "x", False),
+    ("mismatched closer is cut", "x = █\n", "[1, 2)", "[1, 2", False),
+    ("brackets in strings are ignored", "x = █\n", "'(' + \")\"", "'(' + \")\"", False),
+    ("brackets in comments are ignored", "x = █\n", "1  # )", "1  # )", False),
+    (
+        "block ends when indentation drops below the cursor line",
+        "def f(x):\n    █\n",
+        "y = x + 1\n    return y\ndef g():\n    pass",
+        "y = x + 1\n    return y",
+        False,
+    ),
+    (
+        "the completion's own block may be written in full",
+        "def f(x):\n    █\n",
+        "if x:\n        return 1\n    return 2\n\nprint(f(1))",
+        "if x:\n        return 1\n    return 2",
+        False,
+    ),
+    (
+        "a new top-level definition after a finished one is dropped",
+        "█\n",
+        "def f():\n    return 1\ndef g():\n    return 2",
+        "def f():\n    return 1",
+        False,
+    ),
+    (
+        "else continues the block",
+        "def f(x):\n    █\n",
+        "if x:\n        a = 1\n    else:\n        a = 2\n",
+        "if x:\n        a = 1\n    else:\n        a = 2",
+        False,
+    ),
+    (
+        "a closing brace ends the block, siblings follow inside a function",
+        "int f() {\n    █\n",
+        "if (x) {\n        y();\n    }\n    z();\n}\nint g;",
+        "if (x) {\n        y();\n    }\n    z();",
+        False,
+    ),
+    (
+        "a closing brace ends a top-level C block",
+        "█\n",
+        "int f() {\n    return 1;\n}\nint g() {",
+        "int f() {\n    return 1;\n}",
+        False,
+    ),
+    (
+        "stop at the line that already follows the cursor",
+        "def f(x):\n    █\n    return y\n",
+        "y = x * 2\n    return y",
+        "y = x * 2",
+        False,
+    ),
+    ("a blank line repeating the next line is dropped", "def f():\n    █\n    return 1\n", "return 1", None, False),
+    (
+        "multi-line text left with open brackets is cut to its last balanced line",
+        "█\n",
+        "a = 1\nb = foo(1,\n    2",
+        "a = 1",
+        False,
+    ),
+    ("crlf from the engine is normalised", "x = █\n", "1\r\ny = 2", "1\ny = 2", False),
+]
+
+
+@pytest.mark.parametrize("name,doc,raw,expected,covers", GOLDEN, ids=[g[0] for g in GOLDEN])
+def test_golden(name, doc, raw, expected, covers):
+    sug = run(doc, raw)
+    if expected is None:
+        assert sug is None
+        return
+    assert sug is not None
+    assert sug.text == expected
+    rest = doc.split(CURSOR)[1].split("\n")[0]
+    assert sug.replace_chars == (len(rest) if covers else 0)
+
+
+def test_hash_is_not_a_comment_in_c():
+    sug = run("int x = █\n", "a[#]", language="c")
+    assert sug.text == "a[#]"
+
+
+def test_no_item_is_whitespace_only_for_any_engine_text():
+    for raw in [" ", "\n", "\t\n  ", "\r\n", ")", "]]"]:
+        sug = run("x = █\n", raw)
+        assert sug is None or sug.text.strip()
