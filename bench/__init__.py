@@ -1,0 +1,1 @@
+"""mercury-bench: reproducible numbers for latency, decoding speed, quality and throughput."""

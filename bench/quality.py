@@ -1,0 +1,109 @@
+"""Score infilling completions: exact match, whitespace-normalised match, and pass@1 by execution."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from .execution import build_program, run_program
+from .report import percentile
+from .taskfile import is_executable
+
+
+@dataclass
+class Generation:
+    """What a decoder produced for one task."""
+
+    text: str
+    ms: float = 0.0
+    tokens: int = 0
+    forwards: int = 0
+
+
+@dataclass
+class Outcome:
+    task_id: str
+    kind: str
+    completion: str
+    exact: bool
+    exact_ws: bool
+    passed: bool | None  # None: the task has no test
+    status: str  # "passed", "failed", "timeout" or "no test"
+    detail: str
+    ms: float
+    tokens: int
+    forwards: int
+
+
+def normalise_ws(text: str) -> str:
+    return " ".join(text.split())
+
+
+def task_kind(task: dict) -> str:
+    return task.get("kind") or "task"
+
+
+def generate_all(tasks: list[dict], complete: Callable[[dict], Generation], progress=None) -> list[Generation]:
+    out = []
+    for i, task in enumerate(tasks):
+        start = time.perf_counter()
+        gen = complete(task)
+        if not gen.ms:
+            gen.ms = (time.perf_counter() - start) * 1000
+        out.append(gen)
+        if progress:
+            progress(i + 1, len(tasks))
+    return out
+
+
+def score(tasks: list[dict], generations: list[Generation], timeout: float = 10.0, workers: int = 2,
+          run_tests: bool = True) -> list[Outcome]:
+    """Compare with the canonical solution and run the tests (in parallel child processes)."""
+
+    def judge(pair):
+        task, gen = pair
+        expected = task["canonical_solution"]
+        passed, status, detail = None, "no test", ""
+        if run_tests and is_executable(task):
+            program = build_program(task["prompt"], gen.text, task["suffix"], task["test"], task["entry_point"])
+            run = run_program(program, timeout)
+            passed, status, detail = run.status == "passed", run.status, run.detail
+        return Outcome(
+            task_id=task["task_id"], kind=task_kind(task), completion=gen.text,
+            exact=gen.text == expected, exact_ws=normalise_ws(gen.text) == normalise_ws(expected),
+            passed=passed, status=status, detail=detail, ms=gen.ms, tokens=gen.tokens, forwards=gen.forwards,
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(judge, zip(tasks, generations)))
+
+
+def summarize(outcomes: list[Outcome]) -> dict[str, dict]:
+    """Per kind and overall ("all"): counts, rates in percent, mean ms, tokens per forward."""
+    groups: dict[str, list[Outcome]] = {"all": list(outcomes)}
+    for o in outcomes:
+        groups.setdefault(o.kind, []).append(o)
+    summary = {}
+    for kind, group in groups.items():
+        if not group:
+            continue
+        executed = [o for o in group if o.passed is not None]
+        forwards = sum(o.forwards for o in group)
+        summary[kind] = {
+            "tasks": len(group),
+            "exact": 100.0 * sum(o.exact for o in group) / len(group),
+            "exact_ws": 100.0 * sum(o.exact_ws for o in group) / len(group),
+            "executable": len(executed),
+            "pass@1": 100.0 * sum(o.passed for o in executed) / len(executed) if executed else None,
+            "timeouts": sum(o.status == "timeout" for o in group),
+            "ms_mean": sum(o.ms for o in group) / len(group),
+            "ms_p50": percentile([o.ms for o in group], 50),
+            "tokens_per_forward": sum(o.tokens for o in group) / forwards if forwards else None,
+        }
+    return summary
+
+
+def outcomes_json(outcomes: list[Outcome]) -> list[dict]:
+    return [asdict(o) for o in outcomes]
