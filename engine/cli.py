@@ -45,7 +45,7 @@ def serve(args: argparse.Namespace) -> int:
     from .server import EngineAlreadyRunning, EngineServer
 
     model_dir = (Path(args.model) if args.model else DEFAULT_MODEL_DIR).resolve()
-    if not (model_dir / "config.json").is_file():
+    if not (model_dir / "config.json").exists():
         if args.model:
             print(f"mercury-engine: --model {model_dir}: no config.json there (a model folder holds config.json, model.safetensors, tokenizer.json)", file=sys.stderr)
         else:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,8 +68,10 @@ class EngineProcess:
 
     def __init__(self, model_dir: Path, socket_path: Path, *extra: str):
         self.socket_path = socket_path
-        self.log_path = socket_path.with_suffix(".log")
-        self.log = open(self.log_path, "wb")
+        # not beside the socket: tests check that the engine creates the socket's folder itself
+        fd, log_path = tempfile.mkstemp(prefix="mercury-engine-", suffix=".log")
+        self.log_path = Path(log_path)
+        self.log = os.fdopen(fd, "wb")
         cmd = [sys.executable, "-m", "mercury_engine.cli", "serve", "--model", str(model_dir), "--device", "cpu", "--socket", str(socket_path), *extra]
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -103,6 +106,7 @@ class EngineProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        self.log_path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
@@ -115,11 +119,12 @@ def engine(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture
 def start_engine(tiny_model_dir, tmp_path_factory):
-    """start_engine(*flags, ready=True) -> EngineProcess; stopped when the test ends."""
+    """start_engine(*flags, ready=True, model_dir=None, socket_path=None) -> EngineProcess;
+    stopped when the test ends."""
     started: list[EngineProcess] = []
 
-    def start(*extra: str, ready: bool = True, model_dir: Path | None = None) -> EngineProcess:
-        sock = tmp_path_factory.mktemp("eng") / "engine.sock"
+    def start(*extra: str, ready: bool = True, model_dir: Path | None = None, socket_path: Path | None = None) -> EngineProcess:
+        sock = socket_path or tmp_path_factory.mktemp("eng") / "engine.sock"
         proc = EngineProcess(model_dir or tiny_model_dir, sock, *extra)
         started.append(proc)
         return proc.wait_ready() if ready else proc
