@@ -1,9 +1,29 @@
-"""Few-step infilling diffusion (work in progress: the API below is fixed, the body lands next)."""
+"""Few-step infilling diffusion.
+
+Canvas = prefix tokens + K slots + suffix tokens, K = max_tokens. Rows of a batch are left-padded
+so their slots share columns. Each step is one forward; every masked slot gets its most likely
+token and that token's probability; the slots above `threshold` are committed (at least one per
+row). A committed end-of-middle token ends the middle (the model decides the length); in
+single-line mode so does a token holding a newline. A row is settled when no mask is left before
+its first terminal token, and settled rows leave the batch at once.
+
+Context cache: the first step runs the whole canvas and keeps the prefix/suffix keys and values;
+later steps run only the slots (plus, for shifted-logit models, the token before them) against
+that cache. `refresh_every` > 0 recomputes the whole canvas every that many steps.
+
+Budget: when the next step would pass a row's deadline, all its candidates are committed at once.
+"""
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+import torch
+
+from . import kernels
 
 
 @dataclass
@@ -37,13 +57,45 @@ class InfillResult:
     truncated: bool  # the budget forced the remaining masks to be committed at once
 
 
+@dataclass
+class Row:
+    job: int
+    params: InfillParams
+    prefix: list[int]
+    suffix: list[int]
+    logprob: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    steps: int = 0
+    truncated: bool = False
+
+
 class Sampler:
-    def __init__(self, loaded, max_context_tokens: int = 512, context_cache: bool = True):
-        self.loaded = loaded
+    def __init__(self, loaded, max_prefix_tokens: int = 192, max_suffix_tokens: int = 64,
+                 context_cache: bool = True, refresh_every: int = 0, backend=None):
+        self.model, self.tok, self.cfg, self.device = loaded.model, loaded.tokenizer, loaded.config, loaded.device
+        self.max_prefix, self.max_suffix = max_prefix_tokens, max_suffix_tokens
+        self.context_cache, self.refresh_every = context_cache, refresh_every
+        self.backend = backend or kernels.get_backend(self.device.type)
+        self.shift = 1 if self.cfg.logits_shift else 0
+        self.newline_ids = self._ids_with_newline()
+        banned = {self.cfg.mask_token_id} | ({self.cfg.pad_token_id} - {self.cfg.eom_token_id})
+        self.banned = torch.tensor(sorted(banned), device=self.device)
+        self.step_ms = 5.0  # running estimate of the next step (cached, or full without a cache)
+
+    def _ids_with_newline(self) -> torch.Tensor:
+        flags = torch.zeros(self.cfg.vocab_size, dtype=torch.bool)
+        for i in range(min(self.cfg.vocab_size, self.tok.vocab_size)):
+            if "\n" in self.tok.decode([i]):
+                flags[i] = True
+        return flags.to(self.device)
+
+    # ------------------------------------------------------------------ public API
 
     def infill(self, params: InfillParams, deadline: float | None = None) -> InfillResult:
         """One request. `deadline` is a time.monotonic() value; default now + budget_ms."""
-        raise NotImplementedError
+        if deadline is None:
+            deadline = time.monotonic() + params.budget_ms / 1000
+        return self.infill_batch([params], [deadline])[0]
 
     def infill_batch(
         self,
@@ -53,7 +105,196 @@ class Sampler:
     ) -> list[InfillResult | None]:
         """Requests decoded together in the same forward passes; None for a job cancelled midway.
         `is_cancelled(i)` is polled before every step; a cancelled job stops using steps."""
-        raise NotImplementedError
+        rows = self._make_rows(jobs)
+        stats = [{"forwards": 0, "model_ms": 0.0} for _ in jobs]
+        with torch.inference_mode():
+            self._decode(rows, deadlines, is_cancelled, stats)
+        results: list[InfillResult | None] = []
+        for j, params in enumerate(jobs):
+            if is_cancelled(j):
+                results.append(None)
+                continue
+            mine = [r for r in rows if r.job == j]
+            results.append(InfillResult(
+                completions=self._completions(mine, params),
+                steps=max(r.steps for r in mine), forwards=stats[j]["forwards"],
+                model_ms=stats[j]["model_ms"], truncated=any(r.truncated for r in mine),
+            ))
+        return results
 
     def warmup(self) -> None:
-        raise NotImplementedError
+        """Run a few requests so kernels, allocators and the step estimate are warm."""
+        for _ in range(2):
+            self.infill(InfillParams(prefix="def add(a, b):\n    return ", suffix="\n", max_tokens=16,
+                                     budget_ms=10_000))
+
+    # ------------------------------------------------------------------ canvas
+
+    def _make_rows(self, jobs: list[InfillParams]) -> list[Row]:
+        rows = []
+        for j, p in enumerate(jobs):
+            prefix = "\n".join([*p.context, p.prefix]) if p.context else p.prefix
+            pre = self._encode_tail(prefix, self.max_prefix)
+            suf = self._encode_head(p.suffix, self.max_suffix)
+            if self.shift and not pre:
+                pre = [self.cfg.bos_token_id if self.cfg.bos_token_id is not None else self.cfg.eom_token_id]
+            copies = p.n if p.temperature > 0 else 1  # greedy copies would all be the same
+            rows.extend(Row(j, p, pre, suf) for _ in range(copies))
+        return rows
+
+    def _encode_tail(self, text: str, n: int) -> list[int]:
+        # Tokenizing a whole huge file would cost more than the model; ~16 chars a token is ample.
+        cut = len(text) > n * 16
+        ids = self.tok.encode(text[-n * 16:] if cut else text)
+        return ids[1:][-n:] if cut else ids[-n:]  # the first token of a cut text may be a fragment
+
+    def _encode_head(self, text: str, n: int) -> list[int]:
+        cut = len(text) > n * 16
+        ids = self.tok.encode(text[: n * 16] if cut else text)
+        return ids[:-1][:n] if cut else ids[:n]
+
+    def _canvas(self, rows: list[Row]):
+        """Left-padded canvas; slots [P, P+K); slots past a row's own max_tokens hold end-of-middle
+        (training pads every middle with end-of-middle tokens the same way)."""
+        B = len(rows)
+        P = max(len(r.prefix) for r in rows)
+        K = max(r.params.max_tokens for r in rows)
+        S = max(len(r.suffix) for r in rows)
+        ids = torch.full((B, P + K + S), self.cfg.pad_token_id, dtype=torch.long)
+        valid = torch.zeros((B, P + K + S), dtype=torch.bool)
+        masked = torch.zeros((B, K), dtype=torch.bool)
+        for i, r in enumerate(rows):
+            ids[i, P - len(r.prefix):P] = torch.tensor(r.prefix, dtype=torch.long)
+            ids[i, P:P + K] = self.cfg.eom_token_id
+            ids[i, P:P + r.params.max_tokens] = self.cfg.mask_token_id
+            masked[i, :r.params.max_tokens] = True
+            ids[i, P + K:P + K + len(r.suffix)] = torch.tensor(r.suffix, dtype=torch.long)
+            valid[i, P - len(r.prefix):P + K + len(r.suffix)] = True
+        positions = (valid.cumsum(1) - 1).clamp(min=0)
+        dev = self.device
+        return ids.to(dev), valid.to(dev), positions.to(dev), masked.to(dev), P, K
+
+    # ------------------------------------------------------------------ decoding
+
+    def _decode(self, rows, deadlines, is_cancelled, stats) -> None:
+        if not rows:
+            return
+        ids, valid, positions, masked, P, K = self._canvas(rows)
+        logprob = torch.zeros(masked.shape, dtype=torch.float32, device=self.device)
+        live = list(range(len(rows)))  # indices into rows of the rows still decoding
+        a0 = P - self.shift  # first column whose output is needed
+        ctx_kv, ctx_valid = None, None
+        step = 0
+        while live:
+            for i, r in enumerate(live):
+                if is_cancelled(rows[r].job):
+                    live[i] = -1
+            keep = [i for i, r in enumerate(live) if r >= 0]
+            if len(keep) < len(live):
+                ids, valid, positions, masked, logprob, ctx_kv, ctx_valid = _select(
+                    keep, ids, valid, positions, masked, logprob, ctx_kv, ctx_valid)
+                live = [live[i] for i in keep]
+            if not live:
+                return
+
+            t0 = time.perf_counter()
+            full = self._next_is_full(step, ctx_kv)
+            if full:
+                out_idx = torch.arange(a0, a0 + K, device=self.device).expand(len(live), K)
+                if self.context_cache:
+                    logits, kv = self.model(ids, positions, valid, out_idx=out_idx, return_kv=True)
+                    ctx_cols = torch.cat([torch.arange(0, a0), torch.arange(P + K, ids.shape[1])]).to(self.device)
+                    ctx_kv = [(k.index_select(2, ctx_cols), v.index_select(2, ctx_cols)) for k, v in kv]
+                    ctx_valid = valid.index_select(1, ctx_cols)
+                else:
+                    logits = self.model(ids, positions, valid, out_idx=out_idx)
+            else:
+                act = slice(a0, P + K)
+                key_valid = torch.cat([ctx_valid, valid[:, act]], dim=1)
+                logits = self.model(ids[:, act], positions[:, act], key_valid, past_kv=ctx_kv)
+                logits = logits[:, :K]
+            ms = (time.perf_counter() - t0) * 1000
+            if full == self._next_is_full(step + 1, ctx_kv):
+                self.step_ms = 0.8 * self.step_ms + 0.2 * ms
+            for job in {rows[r].job for r in live}:
+                stats[job]["forwards"] += 1
+                stats[job]["model_ms"] += ms
+            step += 1
+
+            temps = {rows[r].params.temperature for r in live}
+            temp = temps.pop() if len(temps) == 1 else 0.0  # mixed temperatures in one batch: greedy
+            logits = logits[..., : self.tok.vocab_size]
+            logits[..., self.banned] = -math.inf  # never propose a mask (or a pad) as content
+            token, prob = self.backend.confidence(logits, temperature=temp)
+            slots = ids[:, P:P + K]
+            cand = masked & self._before_terminal(slots, masked, live, rows)
+            thresholds = torch.tensor([rows[r].params.threshold for r in live], device=self.device)
+            now = time.monotonic()
+            late = [now + self.step_ms / 1000 > deadlines[rows[r].job] for r in live]
+            for i, r in enumerate(live):
+                rows[r].steps += 1
+                rows[r].truncated |= late[i] and bool(cand[i].any())
+            before = cand.clone()
+            # one threshold per call: rows of a batch share it unless requests asked otherwise
+            for thr in thresholds.unique().tolist():
+                sel = thresholds == thr
+                sub = cand & sel[:, None]
+                self.backend.commit(slots, sub, token, prob, float(thr), min_commit=sel.to(torch.int32),
+                                    commit_all=torch.tensor(late, device=self.device) & sel)
+                cand = torch.where(sel[:, None], sub, cand)
+            committed = before & ~cand
+            masked &= ~committed
+            logprob = torch.where(committed, prob.clamp_min(1e-12).log(), logprob)
+
+            # settled rows leave the batch
+            settled = ~(masked & self._before_terminal(slots, masked, live, rows)).any(1)
+            if settled.any():
+                done = settled.nonzero().flatten().tolist()
+                slots_cpu, lp_cpu = slots.cpu(), logprob.cpu()
+                for i in done:
+                    rows[live[i]].tokens = slots_cpu[i].tolist()
+                    rows[live[i]].logprob = lp_cpu[i].tolist()
+                keep = (~settled).nonzero().flatten().tolist()
+                ids, valid, positions, masked, logprob, ctx_kv, ctx_valid = _select(
+                    keep, ids, valid, positions, masked, logprob, ctx_kv, ctx_valid)
+                live = [live[i] for i in keep]
+
+    def _next_is_full(self, step: int, ctx_kv) -> bool:
+        return ctx_kv is None or not self.context_cache or bool(self.refresh_every and step % self.refresh_every == 0)
+
+    def _before_terminal(self, slots, masked, live, rows) -> torch.Tensor:
+        """(B, K) True at slots before the first committed terminal token of each row."""
+        terminal = (slots == self.cfg.eom_token_id) & ~masked
+        single = torch.tensor([rows[r].params.single_line for r in live], device=self.device)
+        terminal |= self.newline_ids[slots] & ~masked & single[:, None]
+        return terminal.long().cumsum(1) == 0
+
+    # ------------------------------------------------------------------ results
+
+    def _completions(self, rows: list[Row], params: InfillParams) -> list[Completion]:
+        out: dict[str, Completion] = {}
+        for r in rows:
+            toks, lps = [], []
+            for t, lp in zip(r.tokens, r.logprob):
+                if t == self.cfg.eom_token_id or t == self.cfg.mask_token_id:
+                    break
+                toks.append(t)
+                lps.append(lp)
+            text = self.tok.decode(toks)
+            if params.single_line and "\n" in text:
+                text = text[: text.index("\n")]
+            for s in params.stop:
+                if s and s in text:
+                    text = text[: text.index(s)]
+            conf = math.exp(sum(lps) / len(lps)) if lps else 0.0
+            if text not in out or out[text].confidence < conf:
+                out[text] = Completion(text, len(toks), round(conf, 4))
+        return sorted(out.values(), key=lambda c: -c.confidence)
+
+
+def _select(keep, ids, valid, positions, masked, logprob, ctx_kv, ctx_valid):
+    """Keep only the given batch rows of the decoding state (finished or cancelled rows leave)."""
+    idx = torch.tensor(keep, dtype=torch.long, device=ids.device)
+    pick = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731
+    kv = None if ctx_kv is None else [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in ctx_kv]
+    return pick(ids), pick(valid), pick(positions), pick(masked), pick(logprob), kv, pick(ctx_valid)

@@ -1,0 +1,85 @@
+"""Infilling examples cut from source text, as an editor would ask for them.
+
+Cut points are chosen on characters and prefix/middle/suffix are tokenized separately, exactly as
+the engine tokenizes a request, so token boundaries at the cursor look the same in training and
+in use. Kinds: the rest of a line from a cursor inside it; one to eight whole lines from the start
+of a line's text; a random span of characters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KINDS = ("line", "lines", "span")
+KIND_P = (0.45, 0.3, 0.25)
+CANVAS_SIZES = (8, 16, 24, 32, 48, 64, 96, 128)
+PREFIX_CHARS, SUFFIX_CHARS = 1000, 400
+
+
+@dataclass
+class Cut:
+    prefix: str
+    middle: str
+    suffix: str
+    kind: str
+
+
+def cut_example(text: str, rng: np.random.Generator, kind: str) -> Cut | None:
+    if len(text) < 20:
+        return None
+    if kind == "span":
+        start = int(rng.integers(0, len(text) - 1))
+        end = min(len(text), start + int(rng.integers(1, 300)))
+    else:
+        # a non-blank line at random
+        pos = int(rng.integers(0, len(text)))
+        line_start = text.rfind("\n", 0, pos) + 1
+        line_end = text.find("\n", pos)
+        line_end = len(text) if line_end < 0 else line_end
+        line = text[line_start:line_end]
+        if not line.strip():
+            return None
+        indent = line_start + len(line) - len(line.lstrip())
+        if kind == "line":
+            start = int(rng.integers(indent, line_end))
+            end = line_end
+        else:
+            start, end = indent, line_end
+            for _ in range(int(rng.integers(0, 8))):
+                nxt = text.find("\n", end + 1)
+                if nxt < 0:
+                    break
+                end = nxt
+    if end <= start:
+        return None
+    return Cut(text[max(0, start - PREFIX_CHARS) : start], text[start:end], text[end : end + SUFFIX_CHARS], kind)
+
+
+class ExampleSource:
+    """Draws tokenized (prefix, middle, suffix) triples from a list of texts, weighted by length."""
+
+    def __init__(self, texts: list[str], tokenizer, seed: int, max_prefix: int = 192, max_suffix: int = 64):
+        self.texts = texts
+        sizes = np.array([len(t) for t in texts], dtype=np.float64)
+        self.p = sizes / sizes.sum()
+        self.tok = tokenizer
+        self.rng = np.random.default_rng(seed)
+        self.max_prefix, self.max_suffix = max_prefix, max_suffix
+
+    def draw(self, n: int, max_middle: int) -> list[tuple[list[int], list[int], list[int], str]]:
+        out = []
+        while len(out) < n:
+            cuts = []
+            for _ in range(2 * (n - len(out))):
+                text = self.texts[self.rng.choice(len(self.texts), p=self.p)]
+                kind = KINDS[self.rng.choice(3, p=KIND_P)]
+                if (cut := cut_example(text, self.rng, kind)) is not None:
+                    cuts.append(cut)
+            enc = self.tok.encode_batch([s for c in cuts for s in (c.prefix, c.middle, c.suffix)])
+            for i, cut in enumerate(cuts):
+                pre, mid, suf = enc[3 * i], enc[3 * i + 1], enc[3 * i + 2]
+                if 0 < len(mid) <= max_middle and len(out) < n:
+                    out.append((pre[-self.max_prefix :], mid, suf[: self.max_suffix], cut.kind))
+        return out
