@@ -74,7 +74,7 @@ def cmd_quality(args) -> int:
                     given[row["task_id"]] = row.get("completion", "")
         runs.append(("given completions", lambda task: Generation(text=given.get(task["task_id"], ""))))
     else:
-        sampler = load_diffusion(args.model, args.device)
+        sampler, _ = load_diffusion(args.model, args.device)
         runs.append((f"diffusion threshold {args.threshold:g}", diffusion_completer(sampler, args.threshold, args.max_tokens)))
     if args.ar_model:
         runs.append(("autoregressive", autoregressive_completer(load_autoregressive(args.ar_model, args.device), args.max_tokens)))
@@ -98,10 +98,10 @@ def cmd_decode(args) -> int:
     from .decoders import load_autoregressive, load_diffusion
 
     tasks, files = load_task_files(args.tasks, args.limit)
-    sampler = load_diffusion(args.model, args.device)
+    sampler, loaded = load_diffusion(args.model, args.device)
     ar = load_autoregressive(args.ar_model, args.device) if args.ar_model else None
     result = run_decode(tasks, sampler, args.thresholds, ar, args.max_tokens)
-    result.update(task_files=files, model=str(sampler.loaded.path), device=str(sampler.loaded.device), ar_model=args.ar_model)
+    result.update(task_files=files, model=str(loaded.path), device=str(loaded.device), ar_model=args.ar_model)
     print(render(result))
     _save(result, args, "decode.json")
     plots.frontier(result, Path(args.out_dir) / "decode_frontier.png")
@@ -121,8 +121,8 @@ def cmd_tasks(args) -> int:
     meta = {"seed": args.seed, "per_kind": args.per_kind, "source_files": len(files),
             "manifest": args.manifest}
     summary = write_task_files(tasks, Path(args.out), meta)
-    print(table(["kind", "tasks", "executable", "share"],
-                [[k, summary[k]["tasks"], summary[k]["executable"], summary[k]["executable_share"]] for k in tasks]))
+    print(table(["kind", "tasks", "executable", "executable %"],
+                [[k, summary[k]["tasks"], summary[k]["executable"], 100.0 * summary[k]["executable_share"]] for k in tasks]))
     return 0
 
 
@@ -199,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return kernels_main(argv[1:]) or 0
     args = parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except (ConnectionError, EOFError, RuntimeError, FileNotFoundError, ValueError) as e:
+        # no engine, a model folder that is not one, an engine that died: one line, not a traceback
+        print(f"mercury-bench {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

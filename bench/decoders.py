@@ -41,6 +41,7 @@ def autoregressive_completer(decoder, max_tokens: int | None = None):
 
 
 def load_diffusion(model_dir: str | None, device: str = "auto"):
+    """(Sampler, LoadedModel) for a diffusion model folder, warmed up."""
     from mercury_engine.loader import load_model
     from mercury_engine.sampler import Sampler
 
@@ -49,7 +50,7 @@ def load_diffusion(model_dir: str | None, device: str = "auto"):
         raise ValueError(f"{loaded.path} is a causal model: pass it as --ar-model, not --model")
     sampler = Sampler(loaded)
     sampler.warmup()
-    return sampler
+    return sampler, loaded
 
 
 def load_autoregressive(model_dir: str, device: str = "auto"):

@@ -100,6 +100,8 @@ def summarize(outcomes: list[Outcome]) -> dict[str, dict]:
             "timeouts": sum(o.status == "timeout" for o in group),
             "ms_mean": sum(o.ms for o in group) / len(group),
             "ms_p50": percentile([o.ms for o in group], 50),
+            "tokens": sum(o.tokens for o in group),
+            "forwards": forwards,
             "tokens_per_forward": sum(o.tokens for o in group) / forwards if forwards else None,
         }
     return summary

@@ -25,7 +25,8 @@ from .taskfile import write_tasks
 KINDS = ("single_line", "multi_line", "random_span")
 MAX_TOKENS = {"single_line": 32, "multi_line": 128, "random_span": 64}  # the canvas the bench asks for
 PROMPT_CHARS, SUFFIX_CHARS = 4000, 2000  # plenty for the models' 512-token context
-MAX_FILE_CHARS = 120_000
+MAX_FILE_CHARS = 400_000
+MAX_EXECUTABLE_CHARS = 80_000  # an executable task carries its whole file
 
 UNITTEST_CHECK = """def check(candidate):
     import unittest
@@ -204,20 +205,24 @@ def build_kind(sources: list[Source], kind: str, count: int, exec_share: float, 
                timeout: float, workers: int, log=print) -> list[dict]:
     cutter = CUTTERS[kind]
     # Executable first: candidates inside testable functions, verified in parallel child processes.
-    testable_sources = [s for s in sources if s.testables]
+    testable_sources = [s for s in sources if s.testables and len(s.text) <= MAX_EXECUTABLE_CHARS]
     want_exec = int(count * exec_share) if testable_sources else 0
     candidates, seen = [], set()
-    for _ in range(want_exec * 4):
+    for _ in range(want_exec * 3):
         src = rng.choice(testable_sources)
         cut = cutter(src, rng)
         t = cut and src.testable_for(*cut)
         if t and (src.name, cut) not in seen:
             seen.add((src.name, cut))
             candidates.append(make_task(src, kind, *cut, t))
+    tasks, tried = [], 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        verdicts = list(pool.map(lambda task: test_discriminates(task, timeout), candidates))
-    tasks = [t for t, ok in zip(candidates, verdicts) if ok][:want_exec]
-    log(f"{kind}: {len(tasks)} executable tasks ({sum(verdicts)} of {len(candidates)} candidates verified)")
+        while len(tasks) < want_exec and tried < len(candidates):
+            chunk = candidates[tried:tried + 4 * workers]
+            tried += len(chunk)
+            tasks += [t for t, ok in zip(chunk, pool.map(lambda task: test_discriminates(task, timeout), chunk)) if ok]
+    tasks = tasks[:want_exec]
+    log(f"{kind}: {len(tasks)} executable tasks ({tried} of {len(candidates)} candidates tried)")
     # Then plain tasks, one file after another in a shuffled round robin so no file dominates.
     order = list(sources)
     rng.shuffle(order)
@@ -250,16 +255,14 @@ def build_tasks(files: list[Path], per_kind: int = 300, seed: int = 0, exec_shar
 
 
 def held_out_files(manifest: Path) -> list[Path]:
-    """The held-out file list of the corpus manifest (paths relative to the manifest's folder)."""
+    """The held-out files of the corpus manifest that `mercury-engine train` writes
+    (`files.heldout[].path`); relative paths are taken from the manifest's folder."""
     data = json.loads(Path(manifest).read_text())
-    for key in ("held_out", "heldout", "held_out_files", "test"):
-        if key in data:
-            entries = data[key]
-            break
-    else:
-        raise ValueError(f"{manifest} has no held_out file list")
-    paths = [e if isinstance(e, str) else e.get("path") for e in entries]
-    return [p if p.is_absolute() else Path(manifest).parent / p for p in map(Path, filter(None, paths))]
+    entries = (data.get("files") or {}).get("heldout")
+    if not isinstance(entries, list):
+        raise ValueError(f"{manifest} has no files.heldout list")
+    paths = [Path(e["path"] if isinstance(e, dict) else e) for e in entries]
+    return [p if p.is_absolute() else Path(manifest).parent / p for p in paths]
 
 
 def write_task_files(tasks: dict[str, list[dict]], out: Path, meta: dict) -> dict:

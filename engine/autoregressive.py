@@ -8,6 +8,7 @@ feeding only the newest token against the cached keys/values of everything befor
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -20,14 +21,15 @@ FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_
 class AutoregressiveDecoder:
     """Same call shape as `Sampler.infill`, so the bench can swap one for the other."""
 
-    def __init__(self, loaded, max_context_tokens: int = 512):
+    def __init__(self, loaded, max_prefix_tokens: int = 192, max_suffix_tokens: int = 64):
         if not loaded.config.causal:
             raise ValueError(f"{loaded.path} is not a causal model (config.json has causal=false)")
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
-        self.max_context_tokens = max_context_tokens
+        # The same context window as the diffusion Sampler's defaults, so the comparison is fair.
+        self.max_prefix, self.max_suffix = max_prefix_tokens, max_suffix_tokens
         self.fim_prefix, self.fim_suffix, self.fim_middle = (self._special_id(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE))
 
     def _special_id(self, token: str) -> int:
@@ -38,10 +40,8 @@ class AutoregressiveDecoder:
 
     def prompt_ids(self, prefix: str, suffix: str) -> list[int]:
         """Suffix-prefix-middle prompt, keeping the context nearest the cursor when it is too long."""
-        pre, suf = self.tokenizer.encode(prefix), self.tokenizer.encode(suffix)
-        room = self.max_context_tokens
-        suf = suf[: min(len(suf), max(room // 4, room - len(pre)))]
-        pre = pre[max(0, len(pre) - (room - len(suf))):]
+        pre = self.tokenizer.encode(prefix)[-self.max_prefix:] if self.max_prefix else []
+        suf = self.tokenizer.encode(suffix)[: self.max_suffix]
         return [self.fim_suffix, *suf, self.fim_prefix, *pre, self.fim_middle]
 
     @torch.inference_mode()
@@ -104,7 +104,7 @@ class AutoregressiveDecoder:
             forwards += f
             truncated |= cut
             text = trim_text(self.tokenizer.decode(tokens), params.stop, params.single_line)
-            confidence = sum(probs) / len(probs) if probs else 1.0
+            confidence = math.exp(sum(map(math.log, probs)) / len(probs)) if probs else 0.0  # as the Sampler
             completions.append(Completion(text=text, tokens=len(tokens), confidence=confidence))
         model_ms = (time.monotonic() - start) * 1000
         return InfillResult(completions=completions, steps=forwards, forwards=forwards, model_ms=model_ms, truncated=truncated)

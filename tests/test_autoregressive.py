@@ -44,12 +44,12 @@ def test_prompt_is_suffix_prefix_middle(decoder):
 
 
 def test_long_context_keeps_text_nearest_the_cursor(decoder):
-    decoder.max_context_tokens = 40
+    decoder.max_prefix, decoder.max_suffix = 30, 10
     try:
         ids = decoder.prompt_ids("x = [1, 2, 3]\n" * 50 + "HEAD", "TAIL" + "for i in range(10):\n" * 50)
     finally:
-        decoder.max_context_tokens = 512
-    assert len(ids) == 40 + 3
+        decoder.max_prefix, decoder.max_suffix = 192, 64
+    assert len(ids) == 30 + 10 + 3
     text = decoder.tokenizer.decode(ids)
     assert "TAIL" in text and "HEAD" in text
 
