@@ -95,8 +95,13 @@ def ask(args: argparse.Namespace, method: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # everything after `train` belongs to the trainer's own parser
-        from .train import main as train_main
-
+        try:
+            from .train import main as train_main
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.train":
+                raise
+            print("mercury-engine: this install has no trainer (mercury_engine.train)", file=sys.stderr)
+            return 1
         return train_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     if args.command == "serve":

@@ -47,7 +47,7 @@ class EngineClient:
         self.sock = sock
         self.unpacker = make_unpacker()
         self._ids = itertools.count(1)
-        self._early: dict[Any, dict] = {}  # replies that arrived while waiting for another id
+        self.unclaimed: dict[Any, dict] = {}  # replies that arrived while waiting for another id
 
     def __enter__(self) -> "EngineClient":
         return self
@@ -73,8 +73,8 @@ class EngineClient:
 
     def receive(self, timeout: float | None = None) -> dict:
         """The next reply frame, whatever its id. EOFError if the engine closed the connection."""
-        if self._early:
-            return self._early.pop(next(iter(self._early)))
+        if self.unclaimed:
+            return self.unclaimed.pop(next(iter(self.unclaimed)))
         if timeout is not None:
             self.sock.settimeout(timeout)
         while True:
@@ -87,15 +87,15 @@ class EngineClient:
 
     def wait_for(self, req_id: Any, timeout: float | None = None) -> dict:
         """The reply frame for `req_id`; replies to other ids are kept for later."""
-        if req_id in self._early:
-            return self._early.pop(req_id)
+        if req_id in self.unclaimed:
+            return self.unclaimed.pop(req_id)
         if timeout is not None:
             self.sock.settimeout(timeout)
         while True:
             for frame in self.unpacker:
                 if isinstance(frame, dict) and frame.get("id") == req_id:
                     return frame
-                self._early[frame.get("id") if isinstance(frame, dict) else None] = frame
+                self.unclaimed[frame.get("id") if isinstance(frame, dict) else None] = frame
             data = self.sock.recv(65536)
             if not data:
                 raise EOFError(f"the engine at {self.address} closed the connection")

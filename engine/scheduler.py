@@ -63,6 +63,17 @@ def _settle(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None
         fut.set_result(result)
 
 
+def percentiles(window: deque) -> dict[str, float | None]:
+    values = sorted(window)
+    if not values:
+        return {"p50": None, "p95": None, "p99": None}
+
+    def pick(q: float) -> float:
+        return round(values[min(len(values) - 1, int(q * len(values)))], 3)
+
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
+
+
 @dataclass
 class Stats:
     requests: int = 0  # request frames of any method
@@ -73,17 +84,17 @@ class Stats:
     batched_jobs: int = 0
     forwards: int = 0
     tokens: int = 0
-    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # total_ms
+    queue_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    model_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
-    def percentiles(self) -> dict[str, float | None]:
-        values = sorted(self.latencies_ms)
-        if not values:
-            return {"p50": None, "p95": None, "p99": None}
-
-        def pick(q: float) -> float:
-            return round(values[min(len(values) - 1, int(q * len(values)))], 3)
-
-        return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
+    def record(self, timings: dict, tokens: int) -> None:
+        self.completed += 1
+        self.forwards += timings["forwards"]
+        self.tokens += tokens
+        self.latencies_ms.append(timings["total_ms"])
+        self.queue_ms.append(timings["queue_ms"])
+        self.model_ms.append(timings["model_ms"])
 
     def to_dict(self) -> dict:
         return {
@@ -95,7 +106,9 @@ class Stats:
             "mean_batch_size": round(self.batched_jobs / self.batches, 3) if self.batches else 0.0,
             "forwards": self.forwards,
             "tokens": self.tokens,
-            "latency_ms": self.percentiles(),
+            "latency_ms": percentiles(self.latencies_ms),
+            "queue_ms": percentiles(self.queue_ms),
+            "model_ms": percentiles(self.model_ms),
         }
 
 
@@ -279,10 +292,7 @@ class Scheduler:
         except Exception as exc:
             self._fail(job, exc)
             return
-        self.stats.completed += 1
-        self.stats.forwards += wire["timings"]["forwards"]
-        self.stats.tokens += sum(c["tokens"] for c in wire["completions"])
-        self.stats.latencies_ms.append(wire["timings"]["total_ms"])
+        self.stats.record(wire["timings"], sum(c["tokens"] for c in wire["completions"]))
         job.future.set_result(wire)
 
     def _fail(self, job: Job, exc: Exception) -> None:

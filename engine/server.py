@@ -191,9 +191,9 @@ class EngineServer:
 
     async def _load(self) -> None:
         try:
-            sampler = await self.worker.submit(build_sampler, self.model_dir, self.device)
-            self.model_name = str(sampler.loaded.path)
-            self.device = str(sampler.loaded.device)
+            sampler, loaded = await self.worker.submit(build_sampler, self.model_dir, self.device)
+            self.model_name = str(loaded.path)
+            self.device = str(loaded.device)
             warm_start = time.monotonic()
             await self.worker.submit(sampler.warmup)
             log.info("warmed up in %.0f ms", (time.monotonic() - warm_start) * 1000)
@@ -352,4 +352,5 @@ def build_sampler(model_dir, device: str):
     from .loader import load_model
     from .sampler import Sampler
 
-    return Sampler(load_model(model_dir, device))
+    loaded = load_model(model_dir, device)
+    return Sampler(loaded), loaded
