@@ -4,7 +4,8 @@ import * as vscode from 'vscode';
 /** The parts of the server's `mercury/stats` answer that the status bar shows. */
 export interface StatsSummary {
   enabled: boolean;
-  engine: string;
+  engine: string; // ready, connecting, starting, loading, failed, disconnected, off
+  engineError: string;
   lastLatencyMs: number | null;
 }
 
@@ -12,15 +13,23 @@ function asNumber(value: unknown): number | null {
   return typeof value === 'number' && Number.isFinite(value) ? value : null;
 }
 
+// `stats` is the server's answer (mercury_lsp/server.py summary()); read defensively all the same.
 export function summarize(stats: any): StatsSummary {
   const engine = stats?.engine;
-  const engineState = typeof engine === 'string' ? engine : String(engine?.state ?? 'unknown');
   return {
     enabled: stats?.enabled !== false,
-    engine: engineState,
-    lastLatencyMs: asNumber(stats?.last_latency_ms) ?? asNumber(stats?.latency_ms?.last),
+    engine: String(engine?.state ?? 'unknown'),
+    engineError: typeof engine?.last_error === 'string' ? engine.last_error : '',
+    lastLatencyMs: asNumber(stats?.latency_ms?.last),
   };
 }
+
+const ENGINE_ICONS: Record<string, string> = {
+  ready: '$(sparkle)',
+  connecting: '$(sync~spin)',
+  starting: '$(sync~spin)',
+  loading: '$(sync~spin)',
+};
 
 export class StatusItem implements vscode.Disposable {
   private readonly item: vscode.StatusBarItem;
@@ -47,9 +56,9 @@ export class StatusItem implements vscode.Disposable {
       return;
     }
     const latency = summary.lastLatencyMs === null ? '' : ` ${Math.round(summary.lastLatencyMs)} ms`;
-    const ready = summary.engine === 'ready';
-    const icon = ready ? '$(sparkle)' : '$(sync~spin)';
-    this.set(`${icon} Mercury${latency}`, `Mercury: engine ${summary.engine}; click for stats`);
+    const icon = ENGINE_ICONS[summary.engine] ?? '$(warning)';
+    const error = summary.engine !== 'ready' && summary.engineError ? ` (${summary.engineError})` : '';
+    this.set(`${icon} Mercury${latency}`, `Mercury: engine ${summary.engine}${error}; click for stats`);
   }
 
   private set(text: string, tooltip: string): void {
