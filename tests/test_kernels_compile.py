@@ -76,7 +76,7 @@ def test_compiles_with_nvrtc_like_cupy(family):
     prog = ctypes.c_void_p()
     source = kernels.kernel_source(family).encode()
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), source, f"{family}.cu".encode(), 0, None, None) == 0
-    options = [b"--gpu-architecture=compute_90", *(o.encode() for o in kernels.NVRTC_OPTIONS)]
+    options = [b"--gpu-architecture=compute_90", b"-ftz=true", *(o.encode() for o in kernels.NVRTC_OPTIONS)]  # as CuPy
     rc = lib.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * len(options))(*options))
     size = ctypes.c_size_t()
     lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
@@ -85,3 +85,72 @@ def test_compiles_with_nvrtc_like_cupy(family):
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
     assert rc == 0, log.value.decode()
     assert "warning" not in log.value.decode().lower(), log.value.decode()
+
+
+# ---- launch arguments against the kernel signatures (runs without a GPU) -----------------------
+# A kernel argument of the wrong width is not an error anywhere: CuPy packs what it is given and
+# the kernel reads garbage. So every launch CudaBackend makes is checked here, on CPU tensors,
+# against the parameter list parsed from the .cu source.
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from mercury_engine.model import rope_tables  # noqa: E402
+
+POINTEE = {"float": {torch.float32}, "bf16_t": {torch.bfloat16}, "long long": {torch.int64},
+           "unsigned char": {torch.bool, torch.uint8}, "int": {torch.int32}}
+SCALAR = {"long long": np.int64, "int": np.int32, "float": np.float32}
+
+
+def kernel_signatures() -> dict[str, list[str]]:
+    found = {}
+    for family in kernels.KERNEL_FILES:
+        text = re.sub(r"//[^\n]*", "", kernels.kernel_source(family))
+        for name, params in re.findall(r'extern "C" __global__ void (\w+)\(([^)]*)\)', text):
+            found[name] = [" ".join(p.split()[:-1]).replace("const ", "") for p in params.split(",")]
+    return found
+
+
+class RecordingBackend(kernels.CudaBackend):
+    """The real CudaBackend argument building, on CPU tensors, with the launch recorded."""
+
+    def __init__(self):  # no CuPy, no compile
+        self.device = torch.device("cpu")
+        self.launches = []
+
+    def _launch(self, name, grid, block, args, shared_mem=0):
+        self.launches.append((name, grid, block, args, shared_mem))
+
+
+def check_launch(signature, args):
+    assert len(args) == len(signature), (signature, args)
+    for ctype, arg in zip(signature, args):
+        if ctype.endswith("*"):
+            assert arg is None or isinstance(arg, torch.Tensor), (ctype, arg)
+            if arg is not None:
+                assert arg.dtype in POINTEE[ctype[:-1].strip()], (ctype, arg.dtype)
+        else:
+            assert type(arg) is SCALAR[ctype], (ctype, type(arg))
+
+
+def test_launch_arguments_match_kernel_signatures():
+    signatures = kernel_signatures()
+    assert set(signatures) == {n for names in kernels.KERNEL_FILES.values() for n in names}
+    b = RecordingBackend()
+    for dtype in (torch.float32, torch.bfloat16):
+        b.confidence(torch.randn(2, 3, 50).to(dtype))
+        b.confidence(torch.randn(4, 50).to(dtype), want_entropy=True)
+        x = torch.randn(3, 64).to(dtype)
+        b.add_rmsnorm(x, x, torch.ones(64, dtype=dtype), 1e-6)
+        q = torch.randn(1, 5, 4, 16).to(dtype).transpose(1, 2)
+        cos, sin = rope_tables(torch.arange(5)[None], 16, 10000.0, dtype)
+        b.rope_qk(q, q[:, :2], cos, sin)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    canvas, token, prob = torch.zeros(2, 7, dtype=torch.long), torch.zeros(2, 7, dtype=torch.long), torch.rand(2, 7)
+    b.commit(canvas, mask, token, prob, 0.9)
+    b.commit(canvas, mask, token, prob, 0.9, torch.ones(2, dtype=torch.long), torch.full((2,), 3), torch.tensor([True, False]))
+    launched = {name for name, *_ in b.launches}
+    assert launched == set(signatures)  # every kernel was exercised
+    for name, grid, block, args, shared_mem in b.launches:
+        check_launch(signatures[name], args)
+        assert grid >= 1 and 32 <= block <= 1024 and block % 32 == 0 and shared_mem < 48 * 1024
