@@ -119,7 +119,7 @@ def commit(
         k = n_masked
     k = k.clamp(min=0)
     # Rank masked positions by confidence, high first; a stable sort keeps lower positions first.
-    key = torch.where(mask, prob.float(), -1.0)
+    key = torch.where(mask, prob.float(), -math.inf)
     order = torch.sort(key, dim=1, descending=True, stable=True).indices
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(M, device=mask.device).expand(B, M))
     chosen = mask & (rank < k[:, None])
