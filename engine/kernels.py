@@ -17,9 +17,13 @@ This module imports neither CuPy nor a GPU at import time.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import sys
+import warnings
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -182,12 +186,36 @@ def kernel_source(family: str) -> str:
     return source.replace('#include "common.cuh"', folder.joinpath("common.cuh").read_text())
 
 
+def _import_real_cuda_namespace() -> None:
+    """The checkout's top-level cuda/ folder (a package: the .cu sources) shadows NVIDIA's `cuda`
+    namespace package (cuda.pathfinder, which CuPy 14 imports) whenever the checkout root is on
+    sys.path, e.g. under `python -m pytest` run from it. Import the real namespace first, with
+    the checkout's root left out for that moment; later `cuda.*` imports then resolve through it."""
+    ours = Path(str(resources.files("mercury_engine.cuda"))).resolve()
+    loaded = sys.modules.get("cuda")
+    if loaded is not None and Path(getattr(loaded, "__file__", None) or "/").resolve().parent != ours:
+        return  # the real one (or nothing of ours) is already imported
+    shadowing = [p for p in sys.path if (Path(p or ".").resolve() / "cuda") == ours]
+    if not shadowing:
+        return
+    saved = list(sys.path)
+    sys.modules.pop("cuda", None)
+    sys.path[:] = [p for p in sys.path if p not in shadowing]
+    try:
+        importlib.import_module("cuda")
+    except ImportError:
+        pass  # no NVIDIA `cuda` distribution installed: nothing to shadow
+    finally:
+        sys.path[:] = saved
+
+
 def _import_cupy():
     if not torch.cuda.is_available():
         raise KernelsUnavailable(
             "the CUDA kernels need an NVIDIA GPU, and PyTorch sees none (torch.cuda.is_available() is "
             "False); use --device cpu or auto"
         )
+    _import_real_cuda_namespace()
     try:
         import cupy
     except ImportError as e:
@@ -244,7 +272,9 @@ class CudaBackend:
         stream = self._streams.get(ptr)
         if stream is None:
             # 0 is the legacy default stream, which CuPy has as Stream.null.
-            stream = self._cp.cuda.Stream.null if ptr == 0 else self._cp.cuda.ExternalStream(ptr, self.device.index)
+            with warnings.catch_warnings():  # CuPy 14 deprecates ExternalStream; 12-13 lack the successor
+                warnings.simplefilter("ignore", DeprecationWarning)
+                stream = self._cp.cuda.Stream.null if ptr == 0 else self._cp.cuda.ExternalStream(ptr, self.device.index)
             self._streams[ptr] = stream
         return stream
 

@@ -300,3 +300,24 @@ def test_importing_the_kernels_module_loads_no_cupy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_the_checkouts_cuda_folder_does_not_hide_nvidias_cuda_namespace(tmp_path):
+    """CuPy 14 imports cuda.pathfinder from NVIDIA's `cuda` namespace package, which the
+    checkout's cuda/ package shadows when the checkout root is on sys.path."""
+    (tmp_path / "cuda" / "probe").mkdir(parents=True)  # a namespace package, like cuda-pathfinder's
+    (tmp_path / "cuda" / "probe" / "__init__.py").write_text("FOUND = True\n")
+    root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
+    code = (
+        f"import sys; sys.path.insert(0, {root!r}); sys.path.append({str(tmp_path)!r})\n"
+        "import torch, cuda\n"
+        "assert cuda.__file__.endswith('__init__.py'), cuda  # shadowed: the checkout's folder\n"
+        "from mercury_engine import kernels\n"
+        "kernels._import_real_cuda_namespace()\n"
+        "import cuda.probe; assert cuda.probe.FOUND\n"
+        "from mercury_engine.kernels import kernel_source; assert 'confidence_f32' in kernel_source('confidence')\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
