@@ -28,7 +28,7 @@ DRIVER = Path(__file__).resolve().parent / "e2e_vscode" / "ghost_text.js"
 VSCODE_DIR = Path(os.environ.get("MERCURY_VSCODE_DIR", "/nonexistent"))
 CODE_SERVER = VSCODE_DIR / "node_modules" / ".bin" / "code-server"
 MERCURY_LSP = shutil.which("mercury-lsp", path=str(Path(sys.executable).parent)) or shutil.which("mercury-lsp")
-TYPED_LINES = ["def perimeter(radius):", "return "]  # VS Code indents the second line itself
+TYPED_LINES = ["def perimeter(radius):", "return 2 * 'π' + "]  # VS Code indents the second line itself
 
 pytestmark = [
     pytest.mark.skipif(os.environ.get("MERCURY_E2E_VSCODE") != "1", reason="set MERCURY_E2E_VSCODE=1 to run"),
@@ -147,7 +147,8 @@ def test_tab_inserts_the_ghost_text(code_server, tmp_path: Path):
     assert "".join(ghost).strip(), f"ghost text is blank: {ghost}"
     saved = (code_server["workspace"] / "shapes.py").read_text()
     # What was typed, then whatever ghost text was shown, now saved on disk.
-    expected = original + "def perimeter(radius):\n    return " + "\n".join(ghost)
+    expected = original + "def perimeter(radius):\n    return 2 * 'π' + " + "\n".join(ghost)
     assert saved.rstrip("\n") == expected.rstrip("\n"), f"saved:\n{saved!r}\nghost: {ghost!r}"
     assert "Mercury" in result["status"]
     assert '"engine"' in result["stats"] and '"latency_ms"' in result["stats"]
+    assert "off" in result["toggledStatus"]

@@ -2,7 +2,7 @@
 // ghost text from the Mercury extension, accepts it with Tab, saves, and opens Mercury's stats.
 // Usage: node ghost_text.js CONFIG.json   (keys: url, file, typeLines, profileDir, resultPath,
 // screenshotDir, timeoutMs). Needs playwright-core on NODE_PATH and Debian's /usr/bin/chromium.
-// Writes RESULT.json: {ghost: [lines], status, stats}; exits 0 when every step was reached.
+// Writes RESULT.json: {ghost: [lines], status, stats, toggledStatus}; exits 0 when every step was reached.
 const fs = require('fs');
 const path = require('path');
 const { chromium } = require('playwright-core');
@@ -102,6 +102,14 @@ async function drive(page, timeoutMs) {
     return editor ? editor.textContent.replace(/\u00a0/g, ' ') : null;
   }, 'the stats document', 20000);
   step('stats shown');
+
+  // Toggle goes extension -> setting -> didChangeConfiguration -> server -> mercury/stats -> status bar.
+  await runCommand(page, 'Mercury: Toggle Completions');
+  result.toggledStatus = await poll(page, () => {
+    const item = [...document.querySelectorAll('.statusbar-item')].find((e) => e.textContent.includes('Mercury'));
+    return item && item.querySelector('.codicon-circle-slash') ? item.getAttribute('aria-label') || item.textContent : null;
+  }, 'the status bar to show completions off', 20000);
+  step('toggled off', result.toggledStatus);
 }
 
 (async () => {
