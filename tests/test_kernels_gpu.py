@@ -3,6 +3,7 @@ users without a GPU get). Skipped without CuPy and a GPU; run these on a GPU mac
     pytest tests/test_kernels_gpu.py
 """
 
+import importlib.util
 import json
 import math
 
@@ -12,12 +13,7 @@ import torch
 from mercury_engine import kernels as K
 from mercury_engine.model import rope_tables
 
-try:
-    import cupy  # noqa: F401
-
-    HAVE_CUPY = True
-except ImportError:
-    HAVE_CUPY = False
+HAVE_CUPY = importlib.util.find_spec("cupy") is not None  # imported by the backend, past cuda/
 
 pytestmark = pytest.mark.skipif(
     not (HAVE_CUPY and torch.cuda.is_available()), reason="needs CuPy and an NVIDIA GPU"
@@ -209,5 +205,5 @@ def test_kernel_bench_runs(tmp_path):
     assert main(["--quick", "--device", "cuda", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["backend"] == "cuda" and report["missing"] is None
-    assert all(r["ms"]["kernel"] > 0 for r in report["results"])
+    assert all(r["ms"]["kernel"] >= 0 and r["ms"]["torch"] >= 0 for r in report["results"])
     assert all(r.get("same_tokens", True) for r in report["results"])
