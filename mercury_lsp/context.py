@@ -23,32 +23,46 @@ class Context:
     language: str
     single_line: bool  # mid-line cursor: complete only the rest of this line
     line: int
-    character: int  # UTF-16 column of the cursor after clamping to the line
+    character: int  # column of the cursor (client's position units) after clamping to the line
     line_prefix: str  # cursor line before the cursor
     line_suffix: str  # cursor line after the cursor, without its line break
     key_prefix: str  # raw tail before the cursor (not cut at line starts), for the cache
     key_suffix: str  # raw head after the cursor
+    encoding: str = "utf-16"  # position units of `character`
 
 
 def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
-def utf16_to_index(line_text: str, character: int) -> int:
-    """Code-point index in `line_text` for a UTF-16 column; past the end clamps to the end (LSP
-    rule), a column inside a surrogate pair falls back to the start of that character."""
-    if utf16_len(line_text) == len(line_text):  # no astral characters: units are code points
+def units_len(text: str, encoding: str = "utf-16") -> int:
+    """Length of `text` in the position encoding negotiated with the client."""
+    if encoding == "utf-8":
+        return len(text.encode("utf-8", "surrogatepass"))
+    if encoding == "utf-32":
+        return len(text)
+    return utf16_len(text)
+
+
+def units_to_index(line_text: str, character: int, encoding: str = "utf-16") -> int:
+    """Code-point index in `line_text` for a column in the position encoding; past the end clamps
+    to the end (LSP rule), a column inside a character falls back to the start of that character."""
+    if encoding == "utf-32" or units_len(line_text, encoding) == len(line_text):  # 1 unit a char
         return min(character, len(line_text))
     units = 0
     for i, ch in enumerate(line_text):
-        width = 2 if ord(ch) > 0xFFFF else 1
+        width = units_len(ch, encoding)
         if units + width > character:
             return i
         units += width
     return len(line_text)
 
 
-def locate(text: str, line: int, character: int) -> tuple[int, int, int] | None:
+def utf16_to_index(line_text: str, character: int) -> int:
+    return units_to_index(line_text, character, "utf-16")
+
+
+def locate(text: str, line: int, character: int, encoding: str = "utf-16") -> tuple[int, int, int] | None:
     """(line start, line end, cursor offset) for an LSP position, or None past the last line."""
     if line < 0 or character < 0:
         return None
@@ -60,7 +74,7 @@ def locate(text: str, line: int, character: int) -> tuple[int, int, int] | None:
         start = m.end()
     m = LINE_BREAK.search(text, start)
     end = m.start() if m else len(text)
-    return start, end, start + utf16_to_index(text[start:end], character)
+    return start, end, start + units_to_index(text[start:end], character, encoding)
 
 
 def window(prefix: str, suffix: str, budget: int) -> tuple[str, str]:
@@ -80,10 +94,13 @@ def window(prefix: str, suffix: str, budget: int) -> tuple[str, str]:
     return prefix, suffix
 
 
-def build_context(text: str, line: int, character: int, language: str, budget: int) -> Context | None:
-    """The context for a completion at (line, character), or None for a position past the end of
-    the document or binary content near the cursor."""
-    where = locate(text, line, character)
+def build_context(
+    text: str, line: int, character: int, language: str, budget: int, encoding: str = "utf-16"
+) -> Context | None:
+    """The context for a completion at (line, character) (columns in `encoding` units: "utf-16",
+    the LSP default, "utf-8" or "utf-32"), or None for a position past the end of the document or
+    binary content near the cursor."""
+    where = locate(text, line, character, encoding)
     if where is None:
         return None
     line_start, line_end, offset = where
@@ -100,9 +117,10 @@ def build_context(text: str, line: int, character: int, language: str, budget: i
         language=language or "",
         single_line=WORD_CHAR.search(line_suffix) is not None,
         line=line,
-        character=utf16_len(line_prefix),
+        character=units_len(line_prefix, encoding),
         line_prefix=line_prefix,
         line_suffix=line_suffix,
         key_prefix=head[-(KEY_PREFIX_CHARS + MAX_TYPED_AHEAD) :],
         key_suffix=tail[:KEY_SUFFIX_CHARS],
+        encoding=encoding,
     )

@@ -117,7 +117,7 @@ class EngineClient:
         try:
             done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
             if fut in done:
-                return self._result_of(fut)
+                return self._result_of(fut.result())
             self._cancel_in_engine(req_id)
             if abandon_wait is not None and abandon_wait in done:
                 return None
@@ -184,8 +184,7 @@ class EngineClient:
             self._writer.write(msgpack.packb({"id": next(self._ids), "method": "cancel", "params": {"id": req_id}}))
 
     @staticmethod
-    def _result_of(fut: asyncio.Future) -> Any:
-        reply = fut.result()
+    def _result_of(reply: dict) -> Any:
         if "error" in reply:
             err = reply["error"] if isinstance(reply["error"], dict) else {}
             raise EngineError(str(err.get("message", "engine error")), err.get("code"))

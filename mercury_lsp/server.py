@@ -15,7 +15,7 @@ from pygls.lsp.server import LanguageServer
 
 from . import __version__
 from .cache import CompletionCache
-from .context import Context, build_context, utf16_len
+from .context import Context, build_context, units_len
 from .engine_client import FAILED, LOADING, READY, STARTING, EngineClient, EngineError
 from .postprocess import Suggestion, postprocess
 from .settings import Settings
@@ -157,7 +157,9 @@ class MercuryServer(LanguageServer):
         if doc is None:
             self.log(f"no suggestion: unknown document {uri}")
             return None
-        ctx = build_context(doc.source, position.line, position.character, doc.language_id or "", s.context_chars)
+        negotiated = self.server_capabilities.position_encoding  # pygls takes the client's choice
+        encoding = str(getattr(negotiated, "value", negotiated) or "utf-16")
+        ctx = build_context(doc.source, position.line, position.character, doc.language_id or "", s.context_chars, encoding)
         if ctx is None:
             self.log(f"no suggestion: position {position.line}:{position.character} is past the end or in binary content")
             return None
@@ -217,7 +219,7 @@ class MercuryServer(LanguageServer):
 
 
 def replace_range(ctx: Context, sug: Suggestion) -> types.Range:
-    end = ctx.character + utf16_len(ctx.line_suffix[: sug.replace_chars])
+    end = ctx.character + units_len(ctx.line_suffix[: sug.replace_chars], ctx.encoding)
     return types.Range(start=types.Position(ctx.line, ctx.character), end=types.Position(ctx.line, end))
 
 

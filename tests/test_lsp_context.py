@@ -119,3 +119,15 @@ def test_any_position_inside_the_text_round_trips(text, data):
     assert where is not None
     offset = where[2]
     assert offset == sum(len(l) + 1 for l in lines[:line]) + chars
+
+
+def test_utf8_and_utf32_position_encodings():
+    text = "s = 'é😀' + x\n"
+    # after the emoji: é is 2 bytes, 😀 is 4 bytes in UTF-8; both are one UTF-32 unit
+    ctx8 = build_context(text, 0, 5 + 2 + 4, "python", 6000, "utf-8")
+    ctx32 = build_context(text, 0, 5 + 1 + 1, "python", 6000, "utf-32")
+    for ctx in (ctx8, ctx32):
+        assert ctx.line_prefix == "s = 'é😀"
+    assert ctx8.character == 11 and ctx32.character == 7
+    # inside a multi-byte character: back to its start
+    assert build_context(text, 0, 6, "python", 6000, "utf-8").line_prefix == "s = '"
