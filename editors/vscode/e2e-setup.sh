@@ -39,7 +39,8 @@ cd "$DIR"
   "allowScripts": { "code-server": true, "argon2": true }
 }
 JSON
-# npm_config_yes lets node-pty's node-gyp run without asking.
-npm_config_yes=true npm install --no-audit --no-fund \
+# npm_config_yes lets node-pty's node-gyp run without asking; code-server's postinstall refuses
+# to run as root unless npm_config_unsafe_perm is true.
+npm_config_yes=true npm_config_unsafe_perm=true npm install --no-audit --no-fund \
   "code-server@$CODE_SERVER_VERSION" "playwright-core@$PLAYWRIGHT_VERSION"
 echo "installed code-server $CODE_SERVER_VERSION and playwright-core $PLAYWRIGHT_VERSION in $DIR"

@@ -72,11 +72,10 @@ async function startClient(): Promise<void> {
     log.error(message);
     status.stopped(message);
     client = undefined;
-    const choice = await vscode.window.showErrorMessage(
-      `Mercury: ${message}. Install mercury-lsp or set mercury.serverPath.`, 'Open Settings');
-    if (choice) {
-      await vscode.commands.executeCommand('workbench.action.openSettings', 'mercury.serverPath');
-    }
+    // Not awaited: activation must not wait for the user to dismiss the message.
+    void vscode.window
+      .showErrorMessage(`Mercury: ${message}. Install mercury-lsp or set mercury.serverPath.`, 'Open Settings')
+      .then((choice) => choice && vscode.commands.executeCommand('workbench.action.openSettings', 'mercury.serverPath'));
     return;
   }
   log.info(`started ${command} --stdio`);
