@@ -269,3 +269,20 @@ def test_rope_qk(emu, dtype):
     shared = torch.broadcast_to(cos[:1], cos.shape), torch.broadcast_to(sin[:1], sin.shape)
     for a, b in zip(emu.rope_qk(q, k, *shared), K.rope_qk(q, k, *shared)):
         assert torch.equal(a, b)
+
+
+def test_the_sampler_decodes_the_same_with_the_kernels(emu, tiny_model_dir):
+    """The engine's real sampler, once on the emulated kernels and once on the references."""
+    from mercury_engine.loader import load_model
+    from mercury_engine.sampler import InfillParams, Sampler
+
+    loaded = load_model(tiny_model_dir, device="cpu")
+    jobs = [InfillParams(prefix="def add(a, b):\n    return ", suffix="\n", max_tokens=12, budget_ms=600_000),
+            InfillParams(prefix="import os\n", suffix="", max_tokens=8, threshold=0.05, n=2, budget_ms=600_000)]
+    results = []
+    for backend in (emu, K.TorchBackend()):
+        sampler = Sampler(loaded, backend=backend)
+        out = sampler.infill_batch(jobs, [float("inf")] * len(jobs))
+        results.append([[(c.text, c.tokens) for c in r.completions] + [r.steps] for r in out])
+    assert emu.launches > 0
+    assert results[0] == results[1]
