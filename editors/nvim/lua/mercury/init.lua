@@ -108,8 +108,6 @@ function M.setup(opts)
     root_markers = opts.root_markers,
     init_options = settings,
     settings = { mercury = settings },
-    -- Neovim offers UTF-8 positions first; mercury-lsp counts columns in UTF-16, the LSP default.
-    capabilities = { general = { positionEncodings = { 'utf-16' } } },
   })
   vim.lsp.enable('mercury')
 
