@@ -40,9 +40,18 @@ class FatalFrameError(ProtocolError):
     """The byte stream cannot be trusted any more: reply, then close the connection."""
 
 
+READ_CHUNK = 64 * 1024  # bytes read from a socket at a time
+
+
 def make_unpacker() -> msgpack.Unpacker:
-    # raw=False decodes strings as strict UTF-8, so invalid UTF-8 raises instead of passing through.
-    return msgpack.Unpacker(max_buffer_size=MAX_FRAME, raw=False, strict_map_key=False)
+    """Room for one whole frame plus the read that completes it (which may start the next frame);
+    the server checks the size of a frame still incomplete against MAX_FRAME itself.
+    raw=False decodes strings as strict UTF-8: invalid UTF-8 raises instead of passing through."""
+    return msgpack.Unpacker(max_buffer_size=MAX_FRAME + READ_CHUNK, raw=False, strict_map_key=False)
+
+
+def oversize_error() -> FatalFrameError:
+    return FatalFrameError(PARSE_ERROR, f"frame larger than {MAX_FRAME} bytes")
 
 
 def pack(obj: Any) -> bytes:
@@ -60,7 +69,7 @@ def result_reply(req_id: Any, result: Any) -> dict:
 def frame_error(exc: Exception) -> FatalFrameError:
     """Translate what msgpack raises while unpacking into the error the peer receives."""
     if isinstance(exc, msgpack.BufferFull):
-        return FatalFrameError(PARSE_ERROR, f"frame larger than {MAX_FRAME} bytes")
+        return oversize_error()
     if isinstance(exc, UnicodeDecodeError):
         return FatalFrameError(PARSE_ERROR, f"invalid UTF-8 in a string: {exc.reason}")
     if isinstance(exc, msgpack.StackError):

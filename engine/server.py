@@ -19,14 +19,17 @@ from . import __version__
 from .protocol import (
     CANCELLED,
     INTERNAL_ERROR,
+    MAX_FRAME,
     METHOD_NOT_FOUND,
     NOT_READY,
+    READ_CHUNK,
     FatalFrameError,
     ProtocolError,
     error_reply,
     frame_error,
     is_valid_id,
     make_unpacker,
+    oversize_error,
     pack,
     parse_cancel_params,
     parse_infill_params,
@@ -36,8 +39,6 @@ from .protocol import (
 from .scheduler import RequestCancelled, Scheduler, Stats, Worker
 
 log = logging.getLogger("mercury_engine")
-
-READ_CHUNK = 64 * 1024
 
 
 class EngineAlreadyRunning(RuntimeError):
@@ -243,8 +244,12 @@ class EngineServer:
                     unpacker.feed(data)
                     fed += len(data)
                     for frame in unpacker:
-                        consumed = unpacker.tell()
+                        frame_size, consumed = unpacker.tell() - consumed, unpacker.tell()
+                        if frame_size > MAX_FRAME:
+                            raise oversize_error()
                         await self._dispatch(conn, frame)
+                    if fed - consumed > MAX_FRAME:  # the frame still incomplete is too big already
+                        raise oversize_error()
                 except FatalFrameError as exc:
                     await self._send_error(conn, None, exc.code, exc.message)
                     break

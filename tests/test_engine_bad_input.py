@@ -117,6 +117,14 @@ def test_a_frame_just_under_the_limit_is_served(engine, bystander):
         assert len(result["completions"]) == 1
 
 
+def test_big_frames_sent_back_to_back_are_each_within_the_limit(engine, bystander):
+    """Each frame is under 1 MiB though together they are not: both are served."""
+    with EngineClient(engine, timeout=TIMEOUT) as c:
+        pad = "p" * (MAX_FRAME - 1000)
+        c.send_raw(pack({"id": 1, "method": "health", "params": {"pad": pad}}) + pack({"id": 2, "method": "health", "params": {"pad": pad}}))
+        assert c.wait_for(1)["result"]["ready"] and c.wait_for(2)["result"]["ready"]
+
+
 def test_random_bytes_then_a_clean_close(engine, bystander):
     with EngineClient(engine, timeout=TIMEOUT) as c:
         c.send_raw(bytes(range(0xC1, 0x100)) * 4)
