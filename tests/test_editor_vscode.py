@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -150,5 +151,6 @@ def test_tab_inserts_the_ghost_text(code_server, tmp_path: Path):
     expected = original + "def perimeter(radius):\n    return 2 * 'π' + " + "\n".join(ghost)
     assert saved.rstrip("\n") == expected.rstrip("\n"), f"saved:\n{saved!r}\nghost: {ghost!r}"
     assert "Mercury" in result["status"]
+    assert re.search(r"Mercury \d+ ms", result["latencyStatus"]), result["latencyStatus"]
     assert '"engine"' in result["stats"] and '"latency_ms"' in result["stats"]
     assert "off" in result["toggledStatus"]

@@ -2,7 +2,7 @@
 // ghost text from the Mercury extension, accepts it with Tab, saves, and opens Mercury's stats.
 // Usage: node ghost_text.js CONFIG.json   (keys: url, file, typeLines, profileDir, resultPath,
 // screenshotDir, timeoutMs). Needs playwright-core on NODE_PATH and Debian's /usr/bin/chromium.
-// Writes RESULT.json: {ghost: [lines], status, stats, toggledStatus}; exits 0 when every step was reached.
+// Writes RESULT.json: {ghost: [lines], status, latencyStatus, stats, toggledStatus}; exits 0 when every step was reached.
 const fs = require('fs');
 const path = require('path');
 const { chromium } = require('playwright-core');
@@ -29,17 +29,19 @@ function readGhost() {
   return lines;
 }
 
-function mercuryStatus() {
+// The Mercury status bar item's label, once it shows `want.icon` and matches `want.text` (a
+// regular expression), else null.
+function mercuryStatus(want) {
   const item = [...document.querySelectorAll('.statusbar-item')].find((e) => e.textContent.includes('Mercury'));
-  if (!item) return null;
-  const icon = item.querySelector('.codicon');
-  return { text: item.textContent.trim(), icon: icon ? [...icon.classList].join(' ') : '' };
+  if (!item || (want.icon && !item.querySelector(`.codicon-${want.icon}`))) return null;
+  const label = item.getAttribute('aria-label') || item.textContent.trim();
+  return !want.text || new RegExp(want.text).test(label) ? label : null;
 }
 
-async function poll(page, fn, what, timeoutMs) {
+async function poll(page, fn, what, timeoutMs, arg = {}) {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
-    const value = await page.evaluate(fn);
+    const value = await page.evaluate(fn, arg);
     if (value) return value;
     await page.waitForTimeout(200);
   }
@@ -71,10 +73,7 @@ async function drive(page, timeoutMs) {
   step('editor open');
 
   // The status bar turns to the sparkle icon once the language server reports a ready engine.
-  result.status = await poll(page, () => {
-    const item = [...document.querySelectorAll('.statusbar-item')].find((e) => e.textContent.includes('Mercury'));
-    return item && item.querySelector('.codicon-sparkle') ? item.textContent.trim() : null;
-  }, 'the engine to be ready (status bar)', timeoutMs);
+  result.status = await poll(page, mercuryStatus, 'the engine to be ready (status bar)', timeoutMs, { icon: 'sparkle' });
   step('engine ready', result.status);
 
   await page.click('.monaco-editor .view-lines');
@@ -94,6 +93,9 @@ async function drive(page, timeoutMs) {
   await page.keyboard.press('Control+S');
   await page.waitForTimeout(1500);
   step('accepted and saved');
+  // The status bar polls mercury/stats every few seconds and then shows the last latency.
+  result.latencyStatus = await poll(page, mercuryStatus, 'the latency in the status bar', 20000, { icon: 'sparkle', text: '\\d+ ms' });
+  step('latency shown', result.latencyStatus);
 
   await runCommand(page, 'Mercury: Show Stats');
   result.stats = await poll(page, () => {
@@ -105,10 +107,7 @@ async function drive(page, timeoutMs) {
 
   // Toggle goes extension -> setting -> didChangeConfiguration -> server -> mercury/stats -> status bar.
   await runCommand(page, 'Mercury: Toggle Completions');
-  result.toggledStatus = await poll(page, () => {
-    const item = [...document.querySelectorAll('.statusbar-item')].find((e) => e.textContent.includes('Mercury'));
-    return item && item.querySelector('.codicon-circle-slash') ? item.getAttribute('aria-label') || item.textContent : null;
-  }, 'the status bar to show completions off', 20000);
+  result.toggledStatus = await poll(page, mercuryStatus, 'the status bar to show completions off', 20000, { icon: 'circle-slash' });
   step('toggled off', result.toggledStatus);
 }
 
