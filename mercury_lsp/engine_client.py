@@ -233,20 +233,29 @@ class EngineClient:
     # ----- start-up ---------------------------------------------------------------------------
 
     async def _bring_up_engine(self) -> None:
-        try:
-            self._set_state(CONNECTING, self.socket_path)
-            if not await self._connect():
-                if not self.autostart or self.socket_path.startswith("tcp://"):
-                    raise EngineError(f"no engine answers on {self.socket_path}")
-                await self._start_engine()
-            await self._wait_ready()
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # start-up problems are reported, never raised into the server
-            self._disconnect(str(e))
-            self.last_error = str(e)
-            self._failed_at = time.monotonic()
-            self._set_state(FAILED, str(e))
+        error: Exception | None = None
+        for attempt in range(3):  # a dying engine may still accept a connection, then drop it
+            if self._spawned is not None and self._spawned.poll() is not None:
+                self._spawned = None  # an engine we started earlier has exited (and is now reaped)
+            try:
+                self._set_state(CONNECTING, self.socket_path)
+                if not await self._connect():
+                    if not self.autostart or self.socket_path.startswith("tcp://"):
+                        raise EngineError(f"no engine answers on {self.socket_path}")
+                    await self._start_engine()
+                await self._wait_ready()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # start-up problems are reported, never raised into the server
+                error = e
+                self._disconnect(str(e))
+                if not self.autostart or (self._spawned is not None and self._spawned.poll() is not None):
+                    break  # nothing to start, or the engine we started crashed: do not loop
+                await asyncio.sleep(0.5)
+        self.last_error = str(error)
+        self._failed_at = time.monotonic()
+        self._set_state(FAILED, str(error))
 
     async def _start_engine(self) -> None:
         lock = lock_path(self.socket_path)
