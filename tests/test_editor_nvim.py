@@ -152,6 +152,17 @@ def attach(nvim: Nvim, filename: str) -> int:
     )
 
 
+def stable_ghost(nvim: Nvim) -> dict:
+    """Ghost text that stayed the same for half a second, so Tab accepts what was read."""
+    ghost = nvim.wait_for(GHOST_LUA, what="ghost text from mercury-lsp")
+    while True:
+        time.sleep(0.5)
+        again = nvim.wait_for(GHOST_LUA, what="ghost text from mercury-lsp")
+        if again == ghost:
+            return ghost
+        ghost = again
+
+
 def test_tab_inserts_the_ghost_text(nvim_with_engine: Nvim, workspace: Path):
     nvim = nvim_with_engine
     attach(nvim, "shapes.py")
@@ -160,7 +171,7 @@ def test_tab_inserts_the_ghost_text(nvim_with_engine: Nvim, workspace: Path):
     # Non-ASCII before the cursor: columns must agree between Neovim and the server.
     nvim.input("Godef perimeter(radius):<CR>" + TYPED)
     row = len(lines_before) + 1  # 0-based row of the typed line
-    ghost = nvim.wait_for(GHOST_LUA, what="ghost text from mercury-lsp")
+    ghost = stable_ghost(nvim)
     shown = nvim.request("nvim_buf_get_lines", 0, 0, -1, True)
     assert shown == [*lines_before, "def perimeter(radius):", TYPED]
     assert ghost["row"] == row

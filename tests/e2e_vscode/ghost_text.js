@@ -48,6 +48,17 @@ async function poll(page, fn, what, timeoutMs, arg = {}) {
   throw new Error(`timed out waiting for ${what}`);
 }
 
+// Ghost text that stayed the same for half a second, so Tab accepts what was read.
+async function stableGhost(page, timeoutMs) {
+  let ghost = await poll(page, readGhost, 'ghost text', timeoutMs);
+  for (;;) {
+    await page.waitForTimeout(500);
+    const again = await poll(page, readGhost, 'ghost text', timeoutMs);
+    if (JSON.stringify(again) === JSON.stringify(ghost)) return ghost;
+    ghost = again;
+  }
+}
+
 async function runCommand(page, title) {
   await page.keyboard.press('F1');
   await page.waitForSelector('.quick-input-widget input', { timeout: 10000 });
@@ -83,7 +94,7 @@ async function drive(page, timeoutMs) {
     await page.keyboard.type(line, { delay: 30 });
   }
   step('typed');
-  result.ghost = await poll(page, readGhost, 'ghost text', timeoutMs);
+  result.ghost = await stableGhost(page, timeoutMs);
   step('ghost text shown', result.ghost);
   await page.screenshot({ path: path.join(config.screenshotDir, 'ghost.png') });
 
