@@ -36,6 +36,10 @@ def frontier(result: dict, out: Path, kind: str = "all") -> Path | None:
             right.scatter(m["tokens_per_forward"], m["exact"], **style)
             right.annotate(s["label"], (m["tokens_per_forward"], m["exact"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     left.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    left.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    left.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     left.set_xlabel("ms per completion (log)")
     right.set_xlabel("tokens per forward")
     for ax in (left, right):
@@ -69,16 +73,16 @@ def throughput_curve(rows: list[dict], out: Path) -> Path | None:
     plt = _pyplot()
     if plt is None or not rows:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     clients = [r["clients"] for r in rows]
-    ax.plot(clients, [r["tokens_per_s"] for r in rows], marker="o", label="tokens/s")
-    ax2 = ax.twinx()
-    ax2.plot(clients, [r["requests_per_s"] for r in rows], marker="s", color="tab:orange", label="requests/s")
-    ax.set_xlabel("concurrent clients")
-    ax.set_ylabel("tokens/s")
-    ax2.set_ylabel("requests/s")
-    ax.grid(alpha=0.3)
-    fig.legend(loc="upper left")
+    for ax, key, name in zip(axes, ("tokens_per_s", "requests_per_s"), ("tokens/s", "requests/s")):
+        ax.plot(clients, [r[key] for r in rows], marker="o")
+        ax.set_xticks(clients)
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(name)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    fig.suptitle("engine throughput (closed-loop clients, dynamic batching)")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
