@@ -93,6 +93,7 @@ def check_reply(frame) -> None:
     assert ("result" in frame) != ("error" in frame)
     if "error" in frame:
         assert frame["error"]["code"] in KNOWN_CODES
+        assert frame["error"]["code"] != -32603, f"internal error: {frame['error']['message']}"  # a bug
         assert isinstance(frame["error"]["message"], str) and frame["error"]["message"]
 
 
