@@ -233,3 +233,13 @@ def test_many_clients_connect_and_disconnect_while_requests_run(engine):
         for t in threads:
             t.join(TIMEOUT)
     assert not errors
+
+
+def test_cuda_asked_for_without_a_gpu_is_a_clear_error(tmp_path, tiny_model_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = cli("serve", "--model", str(tiny_model_dir), "--socket", str(tmp_path / "e.sock"), "--device", "cuda")
+    assert out.returncode == 1
+    assert "no CUDA GPU" in out.stderr
