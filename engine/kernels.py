@@ -12,7 +12,9 @@ Both backends have the same methods with the same signatures and results:
            commit_all=False) -> masks_left
     add_rmsnorm(x, residual, weight, eps) -> (out, residual_out)
     rope_qk(q, k, cos, sin) -> (q_out, k_out)
-This module imports neither CuPy nor a GPU at import time.
+This module imports neither CuPy nor a GPU at import time. Checks: tests/test_kernels_compile.py
+(nvcc, NVRTC), tests/test_kernels_emulated.py (the kernels' C++ run on the CPU), and on a GPU
+tests/test_kernels_gpu.py and `mercury-bench kernels`.
 """
 
 from __future__ import annotations
