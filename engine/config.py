@@ -37,6 +37,8 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
+        if "rope_theta" not in d and isinstance(d.get("rope_parameters"), dict):  # transformers >= 5
+            kw["rope_theta"] = d["rope_parameters"].get("rope_theta", cls.rope_theta)
         # Hugging Face configs of the Dream family: shifted logits, mask id, eos as end-of-middle.
         if "logits_shift" not in d and str(d.get("model_type", "")).lower().startswith("dream"):
             kw["logits_shift"] = True

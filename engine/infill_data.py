@@ -15,7 +15,7 @@ import numpy as np
 KINDS = ("line", "lines", "span")
 KIND_P = (0.45, 0.3, 0.25)
 CANVAS_SIZES = (8, 16, 24, 32, 48, 64, 96, 128)
-PREFIX_CHARS, SUFFIX_CHARS = 1000, 400
+PREFIX_CHARS, SUFFIX_CHARS = 700, 300
 
 
 @dataclass
@@ -60,7 +60,7 @@ def cut_example(text: str, rng: np.random.Generator, kind: str) -> Cut | None:
 class ExampleSource:
     """Draws tokenized (prefix, middle, suffix) triples from a list of texts, weighted by length."""
 
-    def __init__(self, texts: list[str], tokenizer, seed: int, max_prefix: int = 192, max_suffix: int = 64):
+    def __init__(self, texts: list[str], tokenizer, seed: int, max_prefix: int = 128, max_suffix: int = 48):
         self.texts = texts
         sizes = np.array([len(t) for t in texts], dtype=np.float64)
         self.p = sizes / sizes.sum()

@@ -11,6 +11,8 @@ Context cache: the first step runs the whole canvas and keeps the prefix/suffix 
 later steps run only the slots (plus, for shifted-logit models, the token before them) against
 that cache. `refresh_every` > 0 recomputes the whole canvas every that many steps.
 
+`threshold` 1.0 means exactly one token per step (the autoregressive-like baseline of the bench).
+
 Budget: when the next step would pass a row's deadline, all its candidates are committed at once.
 """
 
@@ -70,7 +72,7 @@ class Row:
 
 
 class Sampler:
-    def __init__(self, loaded, max_prefix_tokens: int = 192, max_suffix_tokens: int = 64,
+    def __init__(self, loaded, max_prefix_tokens: int = 128, max_suffix_tokens: int = 48,
                  context_cache: bool = True, refresh_every: int = 0, backend=None):
         self.model, self.tok, self.cfg, self.device = loaded.model, loaded.tokenizer, loaded.config, loaded.device
         self.max_prefix, self.max_suffix = max_prefix_tokens, max_suffix_tokens
@@ -240,6 +242,7 @@ class Sampler:
                 sel = thresholds == thr
                 sub = cand & sel[:, None]
                 self.backend.commit(slots, sub, token, prob, float(thr), min_commit=sel.to(torch.int32),
+                                    max_commit=1 if thr >= 1.0 else None,  # 1.0: one token per step
                                     commit_all=torch.tensor(late, device=self.device) & sel)
                 cand = torch.where(sel[:, None], sub, cand)
             committed = before & ~cand
