@@ -16,6 +16,11 @@ def shipped_task_files() -> list[Path]:
     return sorted(TASKS_DIR.glob("*.jsonl.gz")) + sorted(TASKS_DIR.glob("*.jsonl"))
 
 
+def single_line_task_files() -> list[str] | None:
+    """The shipped single-line tasks: the editor's common case, used by latency and throughput."""
+    return [str(p) for p in shipped_task_files() if p.name.startswith("single_line")] or None
+
+
 def load_task_files(paths: list[str] | None, limit: int | None) -> tuple[list[dict], list[str]]:
     from .taskfile import read_tasks
 

@@ -80,7 +80,7 @@ async def run_session(socket_path, tasks: list[dict], args, log=lambda m: None) 
                 text += ch
                 result = await client.request("textDocument/inlineCompletion", {
                     "textDocument": {"uri": uri}, "position": position_at(text),
-                    "context": {"triggerKind": trigger}}, timeout=max(30.0, args.budget_ms / 100))
+                    "context": {"triggerKind": trigger}}, timeout=30.0 + args.budget_ms / 1000)
                 ms = (time.perf_counter() - start) * 1000
                 samples.append({"ms": ms, "items": len(items_of(result))})
                 if len(samples) % 20 == 0:
@@ -154,11 +154,10 @@ def render(summary: dict) -> str:
 
 def main(args) -> int:
     from . import plots
-    from .cli import load_task_files, shipped_task_files
+    from .cli import load_task_files, single_line_task_files
     from .engine_process import BenchEngine, engine_stats
 
-    files = args.tasks or [str(p) for p in shipped_task_files() if p.name.startswith("single_line")] or None
-    tasks, files = load_task_files(files, None)
+    tasks, files = load_task_files(args.tasks or single_line_task_files(), None)
     log = lambda m: print(f"  {m}", file=sys.stderr, flush=True)  # noqa: E731
     engine = None if args.socket else BenchEngine(args.model, args.device).wait_ready()
     socket_path = args.socket or engine.socket_path

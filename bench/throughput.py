@@ -85,11 +85,10 @@ def batch_size_between(before: dict, after: dict) -> float | None:
 
 def main(args) -> int:
     from . import plots
-    from .cli import load_task_files, shipped_task_files
+    from .cli import load_task_files, single_line_task_files
     from .engine_process import BenchEngine, engine_stats
 
-    files = args.tasks or [str(p) for p in shipped_task_files() if p.name.startswith("single_line")] or None
-    tasks, files = load_task_files(files, None)
+    tasks, files = load_task_files(args.tasks or single_line_task_files(), None)
     params = [{"prefix": t["prompt"][-6000:], "suffix": t["suffix"][:2000], "language": "python",
                "max_tokens": args.max_tokens or int(t.get("max_tokens") or 32), "budget_ms": args.budget_ms,
                "single_line": t.get("kind") == "single_line"} for t in tasks]
