@@ -3,7 +3,8 @@
 Opt-in: runs when MERCURY_E2E_VSCODE=1 and MERCURY_VSCODE_DIR holds code-server and
 playwright-core (editors/vscode/e2e-setup.sh installs them). Builds editors/vscode, installs it
 into a fresh extensions folder, points it at the real mercury-lsp and a real engine, types in a
-Python file, and checks that the ghost text shown was inserted by Tab and saved to disk.
+Python file, and checks that the ghost text shown was inserted by Tab and saved to disk. Also
+packages the .vsix and installs it through VS Code's command line.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ DRIVER = Path(__file__).resolve().parent / "e2e_vscode" / "ghost_text.js"
 VSCODE_DIR = Path(os.environ.get("MERCURY_VSCODE_DIR", "/nonexistent"))
 CODE_SERVER = VSCODE_DIR / "node_modules" / ".bin" / "code-server"
 MERCURY_LSP = shutil.which("mercury-lsp", path=str(Path(sys.executable).parent)) or shutil.which("mercury-lsp")
+MANIFEST = json.loads((EXTENSION_SRC / "package.json").read_text())
+EXTENSION_ID = f"{MANIFEST['publisher']}.{MANIFEST['name']}"
 TYPED_LINES = ["def perimeter(radius):", "return 2 * 'π' + "]  # VS Code indents the second line itself
 
 pytestmark = [
@@ -39,19 +42,35 @@ pytestmark = [
 ]
 
 
-def build_extension(extensions_dir: Path) -> Path:
-    """npm ci + tsc + esbuild, then install the bundle as publisher.name-version/."""
-    npm = {"cwd": EXTENSION_SRC, "check": True, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+def npm(*args: str) -> None:
+    """Runs npm in editors/vscode, installing its locked dependencies first if needed."""
     if not (EXTENSION_SRC / "node_modules").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], **npm)
-    subprocess.run(["npm", "run", "compile"], **npm)
-    manifest = json.loads((EXTENSION_SRC / "package.json").read_text())
-    target = extensions_dir / f"{manifest['publisher']}.{manifest['name']}-{manifest['version']}"
+        run_npm("ci", "--no-audit", "--no-fund")
+    run_npm(*args)
+
+
+def run_npm(*args: str) -> None:
+    run = subprocess.run(["npm", *args], cwd=EXTENSION_SRC, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert run.returncode == 0, f"npm {' '.join(args)} failed:\n{run.stdout}"
+
+
+def build_extension(extensions_dir: Path) -> Path:
+    """tsc + esbuild, then install the bundle as publisher.name-version/ (no .vsix needed)."""
+    npm("run", "compile")
+    target = extensions_dir / f"{EXTENSION_ID}-{MANIFEST['version']}"
     target.mkdir(parents=True)
     for name in ("package.json", "README.md", "LICENSE"):
         shutil.copy(EXTENSION_SRC / name, target / name)
     shutil.copytree(EXTENSION_SRC / "out", target / "out")
     return target
+
+
+def isolated_env(home: Path) -> dict[str, str]:
+    """Keeps code-server's and Chromium's files out of the real home folder."""
+    for sub in ("tmp", "xdg"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    return dict(os.environ, HOME=str(home), TMPDIR=str(home / "tmp"), XDG_CONFIG_HOME=str(home / "xdg"),
+                XDG_DATA_HOME=str(home / "xdg"), XDG_CACHE_HOME=str(home / "xdg"))
 
 
 def free_port() -> int:
@@ -79,7 +98,8 @@ def code_server(engine, tmp_path: Path):
         pytest.fail("mercury-lsp is not installed in this environment")
     # A short folder: Chromium and code-server put Unix sockets in TMPDIR (108-byte path limit).
     home = Path(tempfile.mkdtemp(prefix="mercury-vsc-"))
-    for sub in ("tmp", "xdg", "user-data/User", "extensions", "ws"):
+    env = isolated_env(home)
+    for sub in ("user-data/User", "extensions", "ws"):
         (home / sub).mkdir(parents=True)
     build_extension(home / "extensions")
     settings = {
@@ -100,8 +120,6 @@ def code_server(engine, tmp_path: Path):
     (workspace / "shapes.py").write_text("import math\n\n\ndef area(radius):\n    return math.pi * radius ** 2\n\n\n")
 
     port = free_port()
-    env = dict(os.environ, HOME=str(home), TMPDIR=str(home / "tmp"), XDG_CONFIG_HOME=str(home / "xdg"),
-               XDG_DATA_HOME=str(home / "xdg"), XDG_CACHE_HOME=str(home / "xdg"))
     log = open(tmp_path / "code-server.log", "wb")
     proc = subprocess.Popen(
         [str(CODE_SERVER), "--bind-addr", f"127.0.0.1:{port}", "--auth", "none", "--disable-telemetry",
@@ -154,3 +172,23 @@ def test_tab_inserts_the_ghost_text(code_server, tmp_path: Path):
     assert re.search(r"Mercury \d+ ms", result["latencyStatus"]), result["latencyStatus"]
     assert '"engine"' in result["stats"] and '"latency_ms"' in result["stats"]
     assert "off" in result["toggledStatus"]
+
+
+def test_vsix_packages_and_installs():
+    """`npm run package` (vsce 3.9.2) makes a .vsix that VS Code installs from the command line."""
+    npm("run", "package")
+    vsix = EXTENSION_SRC / f"{MANIFEST['name']}-{MANIFEST['version']}.vsix"
+    home = Path(tempfile.mkdtemp(prefix="mercury-vsix-"))
+    try:
+        env = isolated_env(home)
+        cli = [str(CODE_SERVER), "--extensions-dir", str(home / "ext"), "--user-data-dir", str(home / "ud")]
+        install = subprocess.run([*cli, "--install-extension", str(vsix)], env=env, capture_output=True, text=True, timeout=120)
+        assert install.returncode == 0, install.stdout + install.stderr
+        listed = subprocess.run([*cli, "--list-extensions", "--show-versions"], env=env, capture_output=True, text=True, timeout=120)
+        assert f"{EXTENSION_ID}@{MANIFEST['version']}" in listed.stdout.split()
+        installed = home / "ext" / f"{EXTENSION_ID}-{MANIFEST['version']}"
+        assert (installed / "out" / "extension.js").stat().st_size > 10_000  # the bundle, languageclient inside
+        assert not (installed / "node_modules").exists() and not (installed / "src").exists()
+    finally:
+        vsix.unlink(missing_ok=True)
+        shutil.rmtree(home, ignore_errors=True)
