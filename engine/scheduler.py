@@ -165,7 +165,8 @@ class Scheduler:
     def submit(self, params, owner, req_id) -> Job:
         """Queue one request now (synchronously, so a `cancel` right behind it finds it)."""
         key = (id(owner), req_id)
-        if key in self.jobs:
+        pending = self.jobs.get(key)
+        if pending is not None and not pending.future.done():
             raise ProtocolError(INVALID_REQUEST, f"id {req_id!r} is already used by a pending infill on this connection")
         if self.closing:
             raise RequestCancelled()
