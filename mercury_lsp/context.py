@@ -29,6 +29,7 @@ class Context:
     key_prefix: str  # raw tail before the cursor (not cut at line starts), for the cache
     key_suffix: str  # raw head after the cursor
     encoding: str = "utf-16"  # position units of `character`
+    offset: int = 0  # code-point index of the cursor in the document
 
 
 def utf16_len(text: str) -> int:
@@ -123,4 +124,5 @@ def build_context(
         key_prefix=head[-(KEY_PREFIX_CHARS + MAX_TYPED_AHEAD) :],
         key_suffix=tail[:KEY_SUFFIX_CHARS],
         encoding=encoding,
+        offset=offset,
     )

@@ -22,7 +22,8 @@ from .settings import Settings
 from .stats import Stats
 
 ENGINE_MARGIN_MS = 25.0  # budget kept back for the reply to travel and be post-processed
-ENGINE_GRACE_S = 0.04  # how long past the budget we still wait for an engine reply
+ENGINE_GRACE_S = 0.1  # how long past the budget we still wait for an engine reply (its last step)
+PREFETCH_MAX_DOC = 1_000_000  # characters; bigger documents are not copied to prefetch
 ENGINE_SETTINGS = ("engine_socket", "engine_command", "engine_autostart", "model", "engine_device")
 STATS_METHOD = "mercury/stats"
 
@@ -35,6 +36,7 @@ class MercuryServer(LanguageServer):
         self.stats = Stats()
         self.engine: EngineClient | None = None
         self.newest: dict[str, asyncio.Event] = {}  # uri -> "superseded" flag of its newest request
+        self.prefetching: dict[str, asyncio.Event] = {}  # uri -> "abandon" flag of its prefetch
         self.progress_events: asyncio.Queue | None = None
         self.setting_problems: list[str] = []
 
@@ -120,6 +122,7 @@ class MercuryServer(LanguageServer):
             except EngineError as e:
                 info["stats_error"] = str(e)
         return {**self.stats.summary(), "enabled": self.settings.enabled, "engine": info,
+                "prefetch_pending": len(self.prefetching),
                 "cache_entries": len(self.cache.entries), "version": __version__}
 
     # ----- completions ------------------------------------------------------------------------
@@ -131,6 +134,8 @@ class MercuryServer(LanguageServer):
         superseded = asyncio.Event()
         if (older := self.newest.get(uri)) is not None:
             older.set()
+        if (prefetch := self.prefetching.pop(uri, None)) is not None:
+            prefetch.set()  # the user moved on; if it was for this position it is cached by now
         self.newest[uri] = superseded
         try:
             found = await self._suggest(uri, position, invoked, superseded, started)
@@ -147,6 +152,7 @@ class MercuryServer(LanguageServer):
             self.stats.empty += 1
         else:
             self.stats.record_served((time.monotonic() - started) * 1000)
+            self.start_prefetch(uri, *found)
         return found
 
     async def _suggest(self, uri, position, invoked, superseded: asyncio.Event, started: float):
@@ -181,41 +187,76 @@ class MercuryServer(LanguageServer):
             self.stats.superseded += 1
             return None
 
+        remaining_ms = s.budget_ms - (time.monotonic() - started) * 1000
+        sug = await self.ask_engine(ctx, remaining_ms, superseded)
+        if sug is not None:
+            self.cache.put(ctx, sug.text)
+        return None if sug is None else (ctx, sug)
+
+    async def ask_engine(self, ctx: Context, budget_ms: float, abandon: asyncio.Event, quiet: bool = False) -> Suggestion | None:
+        """One engine round trip within `budget_ms`, post-processed; None (and one log line) when
+        the engine is not ready, slow or wrong, or the request was abandoned. `quiet`: a prefetch,
+        kept out of the request counters and the log."""
         if self.engine is None:
             self.start_engine()
-        remaining_ms = s.budget_ms - (time.monotonic() - started) * 1000
         params = {
             "prefix": ctx.prefix,
             "suffix": ctx.suffix,
             "language": ctx.language,
-            "max_tokens": s.max_tokens,
-            "budget_ms": max(10.0, remaining_ms - ENGINE_MARGIN_MS),
+            "max_tokens": self.settings.max_tokens,
+            "budget_ms": max(10.0, budget_ms - ENGINE_MARGIN_MS),
             "single_line": ctx.single_line,
         }
         sent = time.monotonic()
-        self.stats.engine_calls += 1
+        if not quiet:
+            self.stats.engine_calls += 1
         try:
-            result = await self.engine.infill(params, max(0.0, remaining_ms / 1000) + ENGINE_GRACE_S, superseded)
-        except EngineError as e:
-            self.stats.engine_errors += 1
-            self.log(f"no suggestion: {e}")
-            return None
-        if result is None:
-            self.stats.superseded += 1
-            return None
-        self.stats.engine_ms.append((time.monotonic() - sent) * 1000)
-        try:
+            result = await self.engine.infill(params, max(0.0, budget_ms / 1000) + ENGINE_GRACE_S, abandon)
+            if result is None:
+                if not quiet:
+                    self.stats.superseded += 1
+                return None
             raw = result["completions"][0]["text"]
             if not isinstance(raw, str):
-                raise TypeError("text is not a string")
-        except (KeyError, IndexError, TypeError) as e:
-            self.log(f"no suggestion: unexpected engine result ({e!r})")
+                raise EngineError(f"unexpected engine result: text is {type(raw).__name__}")
+        except (EngineError, KeyError, IndexError, TypeError) as e:
+            if not quiet:
+                self.stats.engine_errors += 1
+                self.log(f"no suggestion: {e if isinstance(e, EngineError) else f'unexpected engine result ({e!r})'}")
             return None
-        sug = postprocess(raw, ctx)
-        if sug is None:
-            return None
-        self.cache.put(ctx, sug.text)
-        return ctx, sug
+        if not quiet:
+            self.stats.engine_ms.append((time.monotonic() - sent) * 1000)
+        return postprocess(raw, ctx)
+
+    def start_prefetch(self, uri: str, ctx: Context, sug: Suggestion) -> None:
+        """Ask now for the suggestion that will be wanted once this one is accepted, so that
+        accepting suggestion after suggestion needs no waiting (as llama.vim does)."""
+        doc = self.workspace.text_documents.get(uri)
+        if not self.settings.prefetch or sug.replace_chars or doc is None or len(doc.source) > PREFETCH_MAX_DOC:
+            return
+        source = doc.source
+        accepted = source[: ctx.offset] + sug.text + source[ctx.offset :]
+        lines = sug.text.split("\n")
+        last = lines[-1] if len(lines) > 1 else ctx.line_prefix + sug.text
+        line, character = ctx.line + len(lines) - 1, units_len(last, ctx.encoding)
+        next_ctx = build_context(accepted, line, character, ctx.language, self.settings.context_chars, ctx.encoding)
+        if next_ctx is None or self.cache.get(next_ctx) is not None:
+            return
+        abandon = asyncio.Event()
+        self.prefetching[uri] = abandon
+
+        async def prefetch():
+            try:
+                self.stats.prefetch_calls += 1
+                nxt = await self.ask_engine(next_ctx, self.settings.budget_ms, abandon, quiet=True)
+                if nxt is not None:
+                    self.cache.put(next_ctx, nxt.text)
+                    self.stats.prefetched += 1
+            finally:
+                if self.prefetching.get(uri) is abandon:
+                    del self.prefetching[uri]
+
+        asyncio.get_running_loop().create_task(prefetch())
 
 
 def replace_range(ctx: Context, sug: Suggestion) -> types.Range:

@@ -19,6 +19,7 @@ class Settings:
     engine_autostart: bool = True
     model: str | None = None  # model folder for an engine this server starts
     engine_device: str | None = None  # --device for an engine this server starts
+    prefetch: bool = True  # after a suggestion, ask for the next one as if it were accepted
 
     def update(self, options) -> list[str]:
         """Apply a settings map (flat, or under a "mercury" key; camelCase or snake_case keys).
@@ -49,7 +50,7 @@ def snake_case(key: str) -> str:
 
 
 def coerce(key: str, value):
-    if key in ("enabled", "engine_autostart"):
+    if key in ("enabled", "engine_autostart", "prefetch"):
         if not isinstance(value, bool):
             raise TypeError("expected true or false")
         return value

@@ -24,6 +24,8 @@ class Stats:
     engine_errors: int = 0  # engine not ready, down, slow or answering an error
     superseded: int = 0  # dropped because a newer request for the same document arrived
     cancelled: int = 0  # cancelled by the client ($/cancelRequest)
+    prefetch_calls: int = 0  # engine requests for the position after an acceptance
+    prefetched: int = 0  # suggestions they put in the cache
     last_ms: float | None = None
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2000))  # suggestions served
     engine_ms: deque = field(default_factory=lambda: deque(maxlen=2000))  # engine round trips
@@ -46,6 +48,8 @@ class Stats:
             "engine_errors": self.engine_errors,
             "superseded": self.superseded,
             "cancelled": self.cancelled,
+            "prefetch_calls": self.prefetch_calls,
+            "prefetched": self.prefetched,
             "latency_ms": {"p50": percentile(lat, 0.5), "p95": percentile(lat, 0.95),
                            "p99": percentile(lat, 0.99), "last": self.last_ms, "count": len(lat)},
             "engine_ms": {"p50": percentile(eng, 0.5), "p95": percentile(eng, 0.95),

@@ -292,3 +292,37 @@ async def test_toggle_and_settings_change(client: LanguageClient, engine):
     s = await command(client, "mercury.stats")
     assert s["enabled"] is True and s["engine_calls"] == 0
     assert any("budgetMs" in m.message for m in client.log_messages)  # the bad value is reported
+
+
+async def test_accepting_a_suggestion_finds_the_next_one_prefetched(client: LanguageClient, engine):
+    await start(client, engine_socket=str(engine), budget_ms=5000, debounce_ms=0)
+    await wait_engine(client)
+    for i, text in enumerate(PYTHON_DOCS):
+        uri = f"file:///tmp/prefetch{i}.py"
+        open_doc(client, uri, text)
+        pos = end_of(text)
+        result = await inline(client, uri, pos)
+        if not result.items:
+            continue
+        s = await stats(client)
+        while s["prefetch_pending"]:
+            await asyncio.sleep(0.05)
+            s = await stats(client)
+        assert s["prefetch_calls"] >= 1
+        if not s["prefetched"]:
+            continue  # the noise after this suggestion was post-processed away: try another
+        # Accept: the editor inserts the suggestion and asks again at the new cursor.
+        accepted = result.items[0].insert_text
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+                content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=pos, end=pos), text=accepted)],
+            )
+        )
+        calls = s["engine_calls"]
+        following = await inline(client, uri, end_of(text + accepted), invoked=False)
+        assert following.items
+        after = await stats(client)
+        assert after["engine_calls"] == calls and after["cache_hits"] == s["cache_hits"] + 1
+        return
+    raise AssertionError("no sample document produced a prefetched suggestion")
