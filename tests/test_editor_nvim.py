@@ -17,6 +17,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from mercury_engine.client import EngineError, EngineUnavailable, call
+
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = ROOT / "editors" / "nvim"
 NVIM = shutil.which("nvim")
@@ -52,6 +54,16 @@ for _, mark in ipairs(vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, { details = tr
 end
 return nil
 """
+
+
+def wait_value(probe, what: str, timeout: float = WAIT_S):
+    """Calls probe() until it returns something truthy, and returns that."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if value := probe():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Nvim:
@@ -92,14 +104,8 @@ class Nvim:
         self.request("nvim_input", keys)
 
     def wait_for(self, code: str, *args, timeout: float = WAIT_S, what: str = "condition"):
-        """Polls a Lua expression until it returns something truthy."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            value = self.lua(code, *args)
-            if value:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        """Polls a Lua chunk until it returns something truthy."""
+        return wait_value(lambda: self.lua(code, *args), what, timeout)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -208,6 +214,42 @@ def test_stats_and_toggle_commands(nvim_with_engine: Nvim):
     assert nvim.lua("return vim.lsp.get_client_by_id(...).settings.mercury.enabled", client_id) is False
     nvim.request("nvim_command", "MercuryToggle")
     assert nvim.lua(enabled, client_id) is True
+
+
+STATS_LUA = """
+local client = vim.lsp.get_clients({ name = 'mercury' })[1]
+local reply = client and client:request_sync('mercury/stats', vim.empty_dict(), 5000)
+return reply and reply.result
+"""
+
+
+def engine_pid(nvim: Nvim) -> int | None:
+    engine = (nvim.lua(STATS_LUA) or {}).get("engine", {})
+    return engine.get("health", {}).get("pid") if engine.get("state") == "ready" else None
+
+
+def test_restart_engine_command(tiny_model_dir: Path, workspace: Path, tmp_path: Path):
+    # mercury-lsp starts its own engine on the tiny model; :MercuryRestartEngine replaces it.
+    socket_path = tmp_path / "engine.sock"
+    settings = {
+        "engine_socket": str(socket_path),
+        "engine_command": [sys.executable, "-m", "mercury_engine.cli"],
+        "model": str(tiny_model_dir),
+        "engine_device": "cpu",
+    }
+    nvim = start_nvim(workspace, tmp_path, settings)
+    try:
+        attach(nvim, "shapes.py")
+        first = wait_value(lambda: engine_pid(nvim), "the engine mercury-lsp started")
+        nvim.request("nvim_command", "MercuryRestartEngine")
+        second = wait_value(lambda: (pid := engine_pid(nvim)) != first and pid, "a restarted engine")
+        assert second != first
+    finally:
+        nvim.close()
+        try:
+            call("shutdown", socket_path=socket_path, timeout=10)
+        except (EngineUnavailable, EngineError, OSError):
+            pass  # already gone
 
 
 def test_tab_without_suggestion_types_a_tab(workspace: Path, tmp_path: Path):
