@@ -48,6 +48,43 @@ __device__ __forceinline__ Conf shfl_xor(Conf c, int o) {
     return r;
 }
 
+// One logit into the running state.
+__device__ __forceinline__ void visit(Conf& c, float x, int i) {
+    if (x > c.m) {
+        rebase(c.s, c.t, c.m, x);
+        c.v2 = c.m;
+        c.m = x;
+        c.idx = i;
+    } else if (x > c.v2) {
+        c.v2 = x;
+    }
+    if (x > neg_inf()) {
+        float d = x - c.m;
+        float e = expf(d);
+        c.s += e;
+        c.t += e * d;
+    }
+}
+
+// 16 bytes of logits at once: 4 floats or 8 bfloat16 (the lower half of a word comes first).
+template <typename T> struct Chunk;
+template <> struct Chunk<float> { static const int N = 4; };
+template <> struct Chunk<bf16_t> { static const int N = 8; };
+
+__device__ __forceinline__ void load_chunk(const float* p, float* out) {
+    float4 v = *reinterpret_cast<const float4*>(p);
+    out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+}
+__device__ __forceinline__ void load_chunk(const bf16_t* p, float* out) {
+    uint4 v = *reinterpret_cast<const uint4*>(p);
+    unsigned int w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        out[2 * j] = __uint_as_float(w[j] << 16);
+        out[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+    }
+}
+
 // logits row r lives at (r / rows_b) * stride_a + (r % rows_b) * stride_b: a (A, B, V) view whose
 // last dimension is contiguous, e.g. the middle slice of (batch, length, vocab) logits.
 template <typename T>
@@ -58,24 +95,18 @@ __device__ void confidence_rows(const T* logits, long long stride_a, long long s
     int r = blockIdx.x;
     const T* row = logits + (long long)(r / rows_b) * stride_a + (long long)(r % rows_b) * stride_b;
 
+    // Each thread visits its indices in increasing order, so a strict > keeps the first maximum.
+    // 16-byte loads where the row is aligned (the common case), then the tail one by one.
     Conf c = {neg_inf(), 0.f, 0.f, neg_inf(), IDX_NONE};
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        float x = to_float(row[i]);
-        if (x > c.m) {
-            rebase(c.s, c.t, c.m, x);
-            c.v2 = c.m;
-            c.m = x;
-            c.idx = i;
-        } else if (x > c.v2) {
-            c.v2 = x;
-        }
-        if (x > neg_inf()) {
-            float d = x - c.m;
-            float e = expf(d);
-            c.s += e;
-            c.t += e * d;
-        }
+    const int n = Chunk<T>::N;
+    int chunks = ((unsigned long long)row % 16 == 0) ? vocab / n : 0;
+    for (int k = threadIdx.x; k < chunks; k += blockDim.x) {
+        float v[n];
+        load_chunk(row + (long long)k * n, v);
+#pragma unroll
+        for (int j = 0; j < n; ++j) visit(c, v[j], k * n + j);
     }
+    for (int i = chunks * n + threadIdx.x; i < vocab; i += blockDim.x) visit(c, to_float(row[i]), i);
 
     for (int o = 16; o > 0; o >>= 1) c = merge(c, shfl_xor(c, o));
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

@@ -38,6 +38,8 @@ SHIM = r"""
 #define __shared__ static
 
 struct emu_dim3 { unsigned x, y, z; };
+struct float4 { float x, y, z, w; };
+struct uint4 { unsigned x, y, z, w; };
 static thread_local emu_dim3 threadIdx, blockIdx;
 static emu_dim3 blockDim, gridDim;
 alignas(16) static unsigned char emu_dynamic_shared[1 << 16];
@@ -211,9 +213,12 @@ def test_confidence_large_vocab_block_of_1024(emu):
     assert_confidence_parity(emu, random_logits((2, 70001), torch.bfloat16, seed=5))
 
 
-def test_confidence_strided_slice(emu):
-    full = random_logits((2, 20, 777), torch.float32, seed=9)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_confidence_strided_slice(emu, dtype):
+    full = random_logits((2, 20, 777), dtype, seed=9)  # rows of the slice are not 16-byte aligned
     assert_confidence_parity(emu, full, view=full[:, 5:12])
+    padded = random_logits((3, 4, 1024), dtype, seed=10)
+    assert_confidence_parity(emu, padded, view=padded[..., :1000])  # aligned rows, a vocabulary cut
 
 
 @pytest.mark.parametrize("seed", range(12))
