@@ -14,7 +14,7 @@ M.defaults = {
   -- Insert-mode key that accepts the suggestion; without one it types itself. false: no mapping.
   accept_key = '<Tab>',
   -- Server settings (initializationOptions and workspace/didChangeConfiguration), e.g.
-  -- { budget_ms = 200, max_tokens = 32, debounce_ms = 15, engine_socket = '/path/engine.sock',
+  -- { budget_ms = 250, max_tokens = 48, debounce_ms = 15, engine_socket = '/path/engine.sock',
   --   engine_command = 'mercury-engine serve', model = '/path/model' }.
   settings = {},
 }
@@ -111,7 +111,7 @@ function M.setup(opts)
   })
   vim.lsp.enable('mercury')
 
-  -- Ghost text only in buffers mercury attaches to, so other servers' behaviour is unchanged.
+  -- Inline completion is switched on only in buffers mercury attaches to, not everywhere.
   vim.api.nvim_create_autocmd('LspAttach', {
     group = vim.api.nvim_create_augroup('mercury', { clear = true }),
     callback = function(args)
