@@ -9,11 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .paths import default_socket_path
-
-# Same folder as loader.DEFAULT_MODEL_DIR, named here because loader imports torch: `serve` binds
-# its socket first (so clients get "not ready" at once) and imports torch on the model thread.
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+from .paths import DEFAULT_MODEL_DIR, default_socket_path
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,9 +11,8 @@ from safetensors.torch import load_file
 
 from .config import ModelConfig
 from .model import Transformer
+from .paths import DEFAULT_MODEL_DIR
 from .tokenizer import Tokenizer
-
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 
 
 @dataclass

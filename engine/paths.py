@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 
+# The bundled model; here (torch-free) so `serve` can check for it before torch loads.
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+
+
 def runtime_dir() -> Path:
     """A user-private (0700) directory: $XDG_RUNTIME_DIR/mercury, else the user cache dir."""
     base = os.environ.get("XDG_RUNTIME_DIR")

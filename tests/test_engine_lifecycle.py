@@ -147,10 +147,8 @@ def test_missing_model_names_the_flag(tmp_path):
 
 
 def test_missing_bundled_model_names_the_flag(tmp_path):
-    from mercury_engine.cli import DEFAULT_MODEL_DIR
-    from mercury_engine.loader import DEFAULT_MODEL_DIR as LOADER_DEFAULT
+    from mercury_engine.paths import DEFAULT_MODEL_DIR
 
-    assert DEFAULT_MODEL_DIR == LOADER_DEFAULT
     if (DEFAULT_MODEL_DIR / "config.json").exists():
         pytest.skip("the bundled model is installed")
     out = cli("serve", "--socket", str(tmp_path / "e.sock"))
