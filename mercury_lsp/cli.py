@@ -20,16 +20,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="mercury-lsp %(levelname)s %(message)s")
 
-    from .server import create_server  # after argument parsing: --version/--help stay instant
-
-    server = create_server()
     if args.tcp:
         host, sep, port = args.tcp.rpartition(":")
         if not sep or not port.isdigit():
             parser.error("--tcp expects HOST:PORT, e.g. 127.0.0.1:2087")
-        server.start_tcp(host or "127.0.0.1", int(port))
+        from .server import create_server
+
+        create_server().start_tcp(host or "127.0.0.1", int(port))
     else:
-        server.start_io()
+        from .fast_start import serve_stdio  # answers `initialize` while pygls imports
+
+        serve_stdio()
     return 0
 
 
