@@ -14,6 +14,7 @@ from pathlib import Path
 import msgpack
 import pytest
 from lsprotocol import types
+from pygls.exceptions import JsonRpcRequestCancelled
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from test_lsp_server import PYTHON_DOCS, SERVER, client, command, end_of, inline, open_doc, start, stats  # noqa: F401
@@ -164,11 +165,30 @@ async def test_stuck_engine_gives_empty_answers_within_budget_and_is_told_to_can
             await asyncio.sleep(0.05)
         newer = asyncio.ensure_future(inline(client, uri, types.Position(0, 8)))
         assert not (await asyncio.wait_for(older, 10)).items  # long before its 20 s budget
-        newer.cancel()
         for _ in range(100):
             if len(silent.cancelled_ids()) >= 2:
                 break
             await asyncio.sleep(0.05)
         assert silent.cancelled_ids()[:2] == silent.infill_ids()[:2]
+
+        # $/cancelRequest while the engine works on it: the engine is told to cancel too.
+        params = types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(0, 2),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+        )
+        pending = asyncio.ensure_future(
+            client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="stuck")
+        )
+        while len(silent.infill_ids()) < 4:  # newer (still waiting) and this one
+            await asyncio.sleep(0.05)
+        assert not (await asyncio.wait_for(newer, 10)).items  # superseded by "stuck"
+        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="stuck"))
+        with pytest.raises(JsonRpcRequestCancelled):
+            await asyncio.wait_for(pending, 10)
+        for _ in range(100):
+            if silent.infill_ids()[3] in silent.cancelled_ids():
+                break
+            await asyncio.sleep(0.05)
+        assert silent.infill_ids()[3] in silent.cancelled_ids()
         s = await stats(client)
-        assert s["engine_errors"] == 1 and s["superseded"] == 1
+        assert s["engine_errors"] == 1 and s["superseded"] == 2 and s["cancelled"] == 1
