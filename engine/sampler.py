@@ -77,7 +77,8 @@ class Sampler:
         self.model, self.tok, self.cfg, self.device = loaded.model, loaded.tokenizer, loaded.config, loaded.device
         self.max_prefix, self.max_suffix = max_prefix_tokens, max_suffix_tokens
         self.context_cache, self.refresh_every = context_cache, refresh_every
-        self.backend = backend or kernels.get_backend(self.device.type)
+        # On a GPU the CuPy kernels when they load, else the torch references (logged by kernels).
+        self.backend = backend or kernels.get_backend("auto" if self.device.type == "cuda" else "cpu")
         self.shift = 1 if self.cfg.logits_shift else 0
         self.newline_ids = self._ids_with_newline()
         banned = {self.cfg.mask_token_id} | ({self.cfg.pad_token_id} - {self.cfg.eom_token_id})
@@ -174,103 +175,102 @@ class Sampler:
             valid[i, P - len(r.prefix):P + K + len(r.suffix)] = True
         positions = (valid.cumsum(1) - 1).clamp(min=0)
         dev = self.device
-        return ids.to(dev), valid.to(dev), positions.to(dev), masked.to(dev), P, K
+        return DecodeState(
+            ids=ids.to(dev), valid=valid.to(dev), positions=positions.to(dev), masked=masked.to(dev),
+            logprob=torch.zeros(B, K, device=dev), P=P, K=K, live=list(range(B)),
+            threshold=torch.tensor([r.params.threshold for r in rows], device=dev),
+            single_line=torch.tensor([r.params.single_line for r in rows], device=dev),
+        )
 
     # ------------------------------------------------------------------ decoding
 
     def _decode(self, rows, deadlines, is_cancelled, stats) -> None:
         if not rows:
             return
-        ids, valid, positions, masked, P, K = self._canvas(rows)
-        logprob = torch.zeros(masked.shape, dtype=torch.float32, device=self.device)
-        live = list(range(len(rows)))  # indices into rows of the rows still decoding
-        a0 = P - self.shift  # first column whose output is needed
-        ctx_kv, ctx_valid = None, None
+        st = self._canvas(rows)
+        P, K = st.P, st.K
+        a0 = P - self.shift  # first column whose output is needed (slot j is output column j)
         step = 0
-        while live:
-            for i, r in enumerate(live):
-                if is_cancelled(rows[r].job):
-                    live[i] = -1
-            keep = [i for i, r in enumerate(live) if r >= 0]
-            if len(keep) < len(live):
-                ids, valid, positions, masked, logprob, ctx_kv, ctx_valid = _select(
-                    keep, ids, valid, positions, masked, logprob, ctx_kv, ctx_valid)
-                live = [live[i] for i in keep]
-            if not live:
+        cand = st.candidates(self.cfg.eom_token_id, self.newline_ids)
+        while st.live:
+            keep = [i for i, r in enumerate(st.live) if not is_cancelled(rows[r].job)]
+            if len(keep) < len(st.live):
+                st.select(keep)
+                cand = cand[keep]
+            if not st.live:
                 return
+            # logits only where a slot may still be committed
+            cols = cand.any(0).nonzero().flatten()
+            B, C = len(st.live), len(cols)
 
             t0 = time.perf_counter()
-            full = self._next_is_full(step, ctx_kv)
+            full = self._next_is_full(step, st.ctx_kv)
             if full:
-                out_idx = torch.arange(a0, a0 + K, device=self.device).expand(len(live), K)
+                out_idx = (a0 + cols).expand(B, C)
                 if self.context_cache:
-                    logits, kv = self.model(ids, positions, valid, out_idx=out_idx, return_kv=True)
-                    ctx_cols = torch.cat([torch.arange(0, a0), torch.arange(P + K, ids.shape[1])]).to(self.device)
-                    ctx_kv = [(k.index_select(2, ctx_cols), v.index_select(2, ctx_cols)) for k, v in kv]
-                    ctx_valid = valid.index_select(1, ctx_cols)
+                    logits, kv = self.model(st.ids, st.positions, st.valid, out_idx=out_idx, return_kv=True)
+                    ctx_cols = torch.cat([torch.arange(0, a0), torch.arange(P + K, st.ids.shape[1])]).to(self.device)
+                    st.ctx_kv = [(k.index_select(2, ctx_cols), v.index_select(2, ctx_cols)) for k, v in kv]
+                    st.ctx_valid = st.valid.index_select(1, ctx_cols)
                 else:
-                    logits = self.model(ids, positions, valid, out_idx=out_idx)
+                    logits = self.model(st.ids, st.positions, st.valid, out_idx=out_idx)
             else:
                 act = slice(a0, P + K)
-                key_valid = torch.cat([ctx_valid, valid[:, act]], dim=1)
-                logits = self.model(ids[:, act], positions[:, act], key_valid, past_kv=ctx_kv)
-                logits = logits[:, :K]
+                key_valid = torch.cat([st.ctx_valid, st.valid[:, act]], dim=1)
+                logits = self.model(st.ids[:, act], st.positions[:, act], key_valid, past_kv=st.ctx_kv,
+                                    out_idx=cols.expand(B, C))
             ms = (time.perf_counter() - t0) * 1000
-            if full == self._next_is_full(step + 1, ctx_kv):
+            if full == self._next_is_full(step + 1, st.ctx_kv):
                 self.step_ms = 0.8 * self.step_ms + 0.2 * ms
-            for job in {rows[r].job for r in live}:
+            for job in {rows[r].job for r in st.live}:
                 stats[job]["forwards"] += 1
                 stats[job]["model_ms"] += ms
             step += 1
 
-            temps = {rows[r].params.temperature for r in live}
+            temps = {rows[r].params.temperature for r in st.live}
             temp = temps.pop() if len(temps) == 1 else 0.0  # mixed temperatures in one batch: greedy
             logits = logits[..., : self.tok.vocab_size]
             logits[..., self.banned] = -math.inf  # never propose a mask (or a pad) as content
-            token, prob = self.backend.confidence(logits, temperature=temp)
-            slots = ids[:, P:P + K]
-            cand = masked & self._before_terminal(slots, masked, live, rows)
-            thresholds = torch.tensor([rows[r].params.threshold for r in live], device=self.device)
+            token_c, prob_c = self.backend.confidence(logits, temperature=temp)
+            slots = st.ids[:, P:P + K]
+            token = slots.clone()
+            token[:, cols] = token_c
+            prob = torch.zeros(B, K, device=self.device)
+            prob[:, cols] = prob_c.float()
+
             now = time.monotonic()
-            late = [now + self.step_ms / 1000 > deadlines[rows[r].job] for r in live]
-            for i, r in enumerate(live):
+            late = torch.tensor([now + self.step_ms / 1000 > deadlines[rows[r].job] for r in st.live])
+            has_cand = cand.any(1).tolist()
+            for i, r in enumerate(st.live):
                 rows[r].steps += 1
-                rows[r].truncated |= late[i] and bool(cand[i].any())
+                rows[r].truncated |= bool(late[i]) and has_cand[i]
             before = cand.clone()
-            # one threshold per call: rows of a batch share it unless requests asked otherwise
-            for thr in thresholds.unique().tolist():
-                sel = thresholds == thr
+            # one commit call per distinct threshold (rows of a batch usually share one)
+            for thr in st.threshold.unique().tolist():
+                sel = st.threshold == thr
                 sub = cand & sel[:, None]
                 self.backend.commit(slots, sub, token, prob, float(thr), min_commit=sel.to(torch.int32),
                                     max_commit=1 if thr >= 1.0 else None,  # 1.0: one token per step
-                                    commit_all=torch.tensor(late, device=self.device) & sel)
+                                    commit_all=late.to(self.device) & sel)
                 cand = torch.where(sel[:, None], sub, cand)
             committed = before & ~cand
-            masked &= ~committed
-            logprob = torch.where(committed, prob.clamp_min(1e-12).log(), logprob)
+            st.masked &= ~committed
+            st.logprob = torch.where(committed, prob.clamp_min(1e-12).log(), st.logprob)
 
-            # settled rows leave the batch
-            settled = ~(masked & self._before_terminal(slots, masked, live, rows)).any(1)
+            # settled rows (no mask before the first terminal token) leave the batch
+            cand = st.candidates(self.cfg.eom_token_id, self.newline_ids)
+            settled = ~cand.any(1)
             if settled.any():
-                done = settled.nonzero().flatten().tolist()
-                slots_cpu, lp_cpu = slots.cpu(), logprob.cpu()
-                for i in done:
-                    rows[live[i]].tokens = slots_cpu[i].tolist()
-                    rows[live[i]].logprob = lp_cpu[i].tolist()
+                slots_cpu, lp_cpu = slots.cpu(), st.logprob.cpu()
+                for i in settled.nonzero().flatten().tolist():
+                    rows[st.live[i]].tokens = slots_cpu[i].tolist()
+                    rows[st.live[i]].logprob = lp_cpu[i].tolist()
                 keep = (~settled).nonzero().flatten().tolist()
-                ids, valid, positions, masked, logprob, ctx_kv, ctx_valid = _select(
-                    keep, ids, valid, positions, masked, logprob, ctx_kv, ctx_valid)
-                live = [live[i] for i in keep]
+                st.select(keep)
+                cand = cand[keep]
 
     def _next_is_full(self, step: int, ctx_kv) -> bool:
         return ctx_kv is None or not self.context_cache or bool(self.refresh_every and step % self.refresh_every == 0)
-
-    def _before_terminal(self, slots, masked, live, rows) -> torch.Tensor:
-        """(B, K) True at slots before the first committed terminal token of each row."""
-        terminal = (slots == self.cfg.eom_token_id) & ~masked
-        single = torch.tensor([rows[r].params.single_line for r in live], device=self.device)
-        terminal |= self.newline_ids[slots] & ~masked & single[:, None]
-        return terminal.long().cumsum(1) == 0
 
     # ------------------------------------------------------------------ results
 
@@ -284,6 +284,8 @@ class Sampler:
                 toks.append(t)
                 lps.append(lp)
             text = self.tok.decode(toks)
+            if "\ufffd" in text:  # bytes of a character cut off by the canvas, or invalid UTF-8
+                text = text[: text.index("\ufffd")]
             if params.single_line and "\n" in text:
                 text = text[: text.index("\n")]
             for s in params.stop:
@@ -295,9 +297,37 @@ class Sampler:
         return sorted(out.values(), key=lambda c: -c.confidence)
 
 
-def _select(keep, ids, valid, positions, masked, logprob, ctx_kv, ctx_valid):
-    """Keep only the given batch rows of the decoding state (finished or cancelled rows leave)."""
-    idx = torch.tensor(keep, dtype=torch.long, device=ids.device)
-    pick = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731
-    kv = None if ctx_kv is None else [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in ctx_kv]
-    return pick(ids), pick(valid), pick(positions), pick(masked), pick(logprob), kv, pick(ctx_valid)
+@dataclass
+class DecodeState:
+    """The batch being decoded; rows leave it (select) when they settle or are cancelled."""
+
+    ids: torch.Tensor  # (B, P+K+S) canvas
+    valid: torch.Tensor  # (B, P+K+S) real tokens (not padding)
+    positions: torch.Tensor  # (B, P+K+S) rotary positions
+    masked: torch.Tensor  # (B, K) slots still masked
+    logprob: torch.Tensor  # (B, K) log-probability of each committed slot
+    P: int
+    K: int
+    live: list[int]  # row index of each batch row
+    threshold: torch.Tensor  # (B,)
+    single_line: torch.Tensor  # (B,) bool
+    ctx_kv: list | None = None  # per layer (k, v) of the context columns
+    ctx_valid: torch.Tensor | None = None
+
+    def candidates(self, eom_id: int, newline_ids: torch.Tensor) -> torch.Tensor:
+        """(B, K) masked slots before the first committed terminal token (end-of-middle, or a
+        newline in single-line mode): the slots that still decide the answer."""
+        slots = self.ids[:, self.P:self.P + self.K]
+        done = ~self.masked
+        terminal = done & ((slots == eom_id) | (newline_ids[slots] & self.single_line[:, None]))
+        return self.masked & (terminal.long().cumsum(1) == 0)
+
+    def select(self, keep: list[int]) -> None:
+        idx = torch.tensor(keep, dtype=torch.long, device=self.ids.device)
+        for name in ("ids", "valid", "positions", "masked", "logprob", "threshold", "single_line", "ctx_valid"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.index_select(0, idx))
+        if self.ctx_kv is not None:
+            self.ctx_kv = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in self.ctx_kv]
+        self.live = [self.live[i] for i in keep]
