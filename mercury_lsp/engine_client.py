@@ -117,7 +117,13 @@ class EngineClient:
         try:
             done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
             if fut in done:
-                return self._result_of(fut.result())
+                try:
+                    return self._result_of(fut.result())
+                except EngineError as e:
+                    if e.code == NOT_READY:  # restarted behind our back: watch it load again
+                        self._set_state(LOADING, "engine reloading")
+                        self.ensure_started()
+                    raise
             self._cancel_in_engine(req_id)
             if abandon_wait is not None and abandon_wait in done:
                 return None
@@ -238,11 +244,12 @@ class EngineClient:
             if self._spawned is not None and self._spawned.poll() is not None:
                 self._spawned = None  # an engine we started earlier has exited (and is now reaped)
             try:
-                self._set_state(CONNECTING, self.socket_path)
-                if not await self._connect():
-                    if not self.autostart or self.socket_path.startswith("tcp://"):
-                        raise EngineError(f"no engine answers on {self.socket_path}")
-                    await self._start_engine()
+                if not self.connected:
+                    self._set_state(CONNECTING, self.socket_path)
+                    if not await self._connect():
+                        if not self.autostart or self.socket_path.startswith("tcp://"):
+                            raise EngineError(f"no engine answers on {self.socket_path}")
+                        await self._start_engine()
                 await self._wait_ready()
                 return
             except asyncio.CancelledError:
@@ -250,8 +257,8 @@ class EngineClient:
             except Exception as e:  # start-up problems are reported, never raised into the server
                 error = e
                 self._disconnect(str(e))
-                if not self.autostart or (self._spawned is not None and self._spawned.poll() is not None):
-                    break  # nothing to start, or the engine we started crashed: do not loop
+                if not self.autostart or isinstance(e, OSError) or (self._spawned is not None and self._spawned.poll() is not None):
+                    break  # nothing to start, no way to start it, or it crashed: do not loop
                 await asyncio.sleep(0.5)
         self.last_error = str(error)
         self._failed_at = time.monotonic()

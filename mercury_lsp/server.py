@@ -283,12 +283,13 @@ def create_server() -> MercuryServer:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def on_close(ls: MercuryServer, params: types.DidCloseTextDocumentParams):
-        if (pending := ls.newest.pop(params.text_document.uri, None)) is not None:
-            pending.set()
+        for flags in (ls.newest, ls.prefetching):  # answer or drop what still waits for this document
+            if (pending := flags.pop(params.text_document.uri, None)) is not None:
+                pending.set()
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: MercuryServer, params: types.InlineCompletionParams):
-        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        invoked = params.context is None or params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         found = await ls.suggest(params.text_document.uri, params.position, invoked)
         if found is None:
             return types.InlineCompletionList(items=[])

@@ -192,3 +192,22 @@ async def test_stuck_engine_gives_empty_answers_within_budget_and_is_told_to_can
         assert silent.infill_ids()[3] in silent.cancelled_ids()
         s = await stats(client)
         assert s["engine_errors"] == 1 and s["superseded"] == 2 and s["cancelled"] == 1
+
+
+async def test_engine_that_cannot_start_is_reported_not_retried_per_keystroke(client: LanguageClient, short_dir):
+    await start(client, engine_socket=str(short_dir / "bad.sock"), model=str(short_dir / "no-such-model"),
+                engine_device="cpu", budget_ms=300, debounce_ms=0)
+    s = await wait_for(client, lambda s: s["engine"]["state"] == "failed")
+    assert "exited with code" in s["engine"]["last_error"]
+    assert "no-such-model" in s["engine"]["last_error"]  # the engine's own message, from its log
+    uri = "file:///tmp/failed.py"
+    open_doc(client, uri, PYTHON_DOCS[1])
+    for _ in range(3):
+        assert not (await inline(client, uri, end_of(PYTHON_DOCS[1]))).items
+    assert (await stats(client))["engine"]["started"] == 1  # no respawn on every request
+
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"engine_command": str(short_dir / "missing-binary")})
+    )
+    s = await wait_for(client, lambda s: s["engine"]["state"] == "failed" and "missing-binary" in s["engine"]["last_error"])
+    assert s["engine"]["started"] == 0
