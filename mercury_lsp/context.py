@@ -9,7 +9,7 @@ from dataclasses import dataclass
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 WORD_CHAR = re.compile(r"\w")
 # Characters that never occur in source text; a window holding them is treated as binary content.
-BINARY_CHARS = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\ufffd]")
+BINARY_CHARS = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 
 KEY_PREFIX_CHARS = 1024  # how much text before the cursor identifies a cached completion
 KEY_SUFFIX_CHARS = 256
@@ -27,7 +27,7 @@ class Context:
     line_prefix: str  # cursor line before the cursor
     line_suffix: str  # cursor line after the cursor, without its line break
     key_prefix: str  # raw tail before the cursor (not cut at line starts), for the cache
-    key_suffix: str  # raw head after the cursor
+    key_suffix: str  # text after the cursor for the cache; closing characters on this line left out
     encoding: str = "utf-16"  # position units of `character`
     offset: int = 0  # code-point index of the cursor in the document
 
@@ -112,17 +112,19 @@ def build_context(
         return None
     line_prefix = text[line_start:offset]
     line_suffix = text[offset:line_end]
+    single_line = WORD_CHAR.search(line_suffix) is not None
     return Context(
         prefix=prefix,
         suffix=suffix,
         language=language or "",
-        single_line=WORD_CHAR.search(line_suffix) is not None,
+        single_line=single_line,
         line=line,
         character=units_len(line_prefix, encoding),
         line_prefix=line_prefix,
         line_suffix=line_suffix,
         key_prefix=head[-(KEY_PREFIX_CHARS + MAX_TYPED_AHEAD) :],
-        key_suffix=tail[:KEY_SUFFIX_CHARS],
+        # An editor's auto-closed `)` must not hide a suggestion cached before it was typed.
+        key_suffix=(line_suffix if single_line else "") + text[line_end : line_end + KEY_SUFFIX_CHARS],
         encoding=encoding,
         offset=offset,
     )

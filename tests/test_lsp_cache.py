@@ -2,6 +2,7 @@
 
 from mercury_lsp.cache import CompletionCache
 from mercury_lsp.context import build_context
+from mercury_lsp.postprocess import postprocess
 from mercury_lsp.settings import Settings
 
 
@@ -73,3 +74,15 @@ def test_settings_reject_out_of_range_and_wrong_types():
     assert s == Settings()
     assert Settings().update("not a map")
     assert Settings().update(None) == []
+
+
+def test_auto_closed_bracket_does_not_hide_a_typed_through_suggestion():
+    cache = CompletionCache()
+    cache.put(ctx_after("total = "), "sum(values)")
+    # The user types "sum(" and the editor adds ")" after the cursor.
+    text = "total = sum()"
+    ctx = build_context(text, 0, len("total = sum("), "python", 6000)
+    hit = cache.get(ctx)
+    assert hit.text == "values)" and hit.typed == 4
+    sug = postprocess(hit.text, ctx)
+    assert sug.text == "values)" and sug.replace_chars == 1  # replaces the auto-closed ")"
