@@ -21,7 +21,7 @@ class Context:
     prefix: str  # text before the cursor, windowed (nearest text kept)
     suffix: str  # text after the cursor, windowed
     language: str
-    single_line: bool  # mid-line cursor: complete only the rest of this line
+    single_line: bool  # cursor after code and before code: complete only within this line
     line: int
     character: int  # column of the cursor (client's position units) after clamping to the line
     line_prefix: str  # cursor line before the cursor
@@ -112,7 +112,10 @@ def build_context(
         return None
     line_prefix = text[line_start:offset]
     line_suffix = text[offset:line_end]
-    single_line = WORD_CHAR.search(line_suffix) is not None
+    # Code after the cursor on its line: complete only up to it, unless the cursor is in the line's
+    # indentation (a line opened above existing code), where whole lines may be inserted.
+    code_after = WORD_CHAR.search(line_suffix) is not None
+    single_line = code_after and line_prefix.strip() != ""
     return Context(
         prefix=prefix,
         suffix=suffix,
@@ -124,7 +127,7 @@ def build_context(
         line_suffix=line_suffix,
         key_prefix=head[-(KEY_PREFIX_CHARS + MAX_TYPED_AHEAD) :],
         # An editor's auto-closed `)` must not hide a suggestion cached before it was typed.
-        key_suffix=(line_suffix if single_line else "") + text[line_end : line_end + KEY_SUFFIX_CHARS],
+        key_suffix=(line_suffix if code_after else "") + text[line_end : line_end + KEY_SUFFIX_CHARS],
         encoding=encoding,
         offset=offset,
     )

@@ -36,7 +36,11 @@ def postprocess(raw: str, ctx: Context) -> Suggestion | None:
     text = balance_brackets(text, ctx, covers)
     covers = covers_rest_of_line(text, ctx)
     if covers or not ctx.line_suffix.strip():
-        text = text.rstrip()  # mid-line, spaces before the rest of the line still matter
+        text = text.rstrip()
+    elif not ctx.line_prefix.strip():
+        # Cursor in the indentation of a line with code: that code stays on its own line, indented.
+        text = text.rstrip() + "\n" + ctx.line_prefix
+    # (otherwise mid-line: spaces before the rest of the line still matter)
     if not text.strip():
         return None
     return Suggestion(text, len(ctx.line_suffix) if covers else 0)
@@ -48,31 +52,36 @@ def indent_of(line: str) -> int:
 
 
 def drop_doubled_space(text: str, ctx: Context) -> str:
-    """`x = ` followed by ` 1` would give two spaces: the space is already typed."""
-    if ctx.line_prefix.strip() and ctx.line_prefix[-1:] in (" ", "\t"):
+    """`x = ` followed by ` 1` would give two spaces: the space is already typed. (A run of
+    spaces after code is alignment, left alone.)"""
+    typed = ctx.line_prefix
+    if typed.strip() and typed[-1:] in (" ", "\t") and typed[-2:-1] not in (" ", "\t"):
         return text.lstrip(" \t")
     return text
 
 
 def next_line_below(ctx: Context) -> str | None:
-    """The first non-blank line after the cursor line, stripped."""
+    """The first non-blank line after the cursor, with its indentation (the cursor line itself
+    when the cursor is in the indentation of a line with code)."""
+    if not ctx.line_prefix.strip() and ctx.line_suffix.strip():
+        return (ctx.line_prefix + ctx.line_suffix).rstrip()
     for line in ctx.suffix.split("\n")[1:]:
         if line.strip():
-            return line.strip()
+            return line.rstrip()
     return None
 
 
 def cut_at_next_line(text: str, ctx: Context) -> str:
-    """Stop before a line that repeats the next line of the document: the model reached code that
-    is already there."""
+    """Stop before a line that repeats the next line of the document (same indentation): the
+    model reached code that is already there."""
     below = next_line_below(ctx)
     if below is None:
         return text
     lines = text.split("\n")
-    if not ctx.line_prefix.strip() and lines[0].strip() == below:
+    if not ctx.line_prefix.strip() and (ctx.line_prefix + lines[0]).rstrip() == below:
         return ""
     for i in range(1, len(lines)):
-        if lines[i].strip() == below:
+        if lines[i].rstrip() == below:
             return "\n".join(lines[:i])
     return text
 

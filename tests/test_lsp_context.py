@@ -75,6 +75,8 @@ def test_mid_line_cursor_asks_for_a_single_line():
     assert ctx_at("x = foo(bar)\n", 0, 12).single_line is False  # end of line
     assert ctx_at("\n\n", 1, 0).single_line is False  # empty line
     assert ctx_at("print()\n", 0, 6).single_line is False  # only closing characters after the cursor
+    assert ctx_at("    return x\n", 0, 0).single_line is False  # in the indentation: lines go above
+    assert ctx_at("    return x\n", 0, 4).single_line is False
 
 
 def test_window_keeps_the_nearest_text_and_whole_lines():

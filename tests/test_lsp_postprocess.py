@@ -1,8 +1,12 @@
 """Post-processing golden cases: document with a cursor (█), raw engine text, expected suggestion."""
 
+import gzip
+import json
+from pathlib import Path
+
 import pytest
 
-from mercury_lsp.context import build_context
+from mercury_lsp.context import build_context, utf16_len
 from mercury_lsp.postprocess import postprocess
 
 CURSOR = "█"
@@ -94,6 +98,27 @@ GOLDEN = [
         False,
     ),
     ("crlf from the engine is normalised", "x = █\n", "1\r\ny = 2", "1\ny = 2", False),
+    (
+        "cursor at the start of a line with code inserts whole lines above it",
+        "def f(x):\n█    return y\n",
+        "    y = x * 2\n    y += 1\n",
+        "    y = x * 2\n    y += 1\n",
+        False,
+    ),
+    (
+        "cursor in the indentation keeps the code indented",
+        "def f(x):\n    █return y\n",
+        "y = x * 2",
+        "y = x * 2\n    ",
+        False,
+    ),
+    (
+        "cursor in the indentation: stop where the existing line is repeated",
+        "def f(x):\n    █return y\n",
+        "y = x * 2\n    return y",
+        "y = x * 2\n    ",
+        False,
+    ),
 ]
 
 
@@ -118,3 +143,30 @@ def test_no_item_is_whitespace_only_for_any_engine_text():
     for raw in [" ", "\n", "\t\n  ", "\r\n", ")", "]]"]:
         sug = run("x = █\n", raw)
         assert sug is None or sug.text.strip()
+
+
+TASKS = Path(__file__).resolve().parent.parent / "bench" / "tasks"
+
+
+def code_lines(text: str) -> list[str]:
+    """Lines without trailing spaces, blank lines left out (suggestions end without them)."""
+    return [line.rstrip() for line in text.split("\n") if line.strip()]
+
+
+@pytest.mark.parametrize("kind", ["single_line", "multi_line"])
+def test_correct_middles_of_the_bench_tasks_survive_post_processing(kind):
+    """Post-processing must not damage right answers: every canonical middle of the held-out
+    tasks, post-processed in its document, gives back the same code."""
+    path = TASKS / f"{kind}.jsonl.gz"
+    if not path.exists():
+        pytest.skip(f"{path} not there")
+    damaged = []
+    for row in map(json.loads, gzip.open(path, "rt", encoding="utf-8")):
+        prompt, suffix, middle = row["prompt"], row["suffix"], row["canonical_solution"]
+        lines = prompt.split("\n")
+        ctx = build_context(prompt + suffix, len(lines) - 1, utf16_len(lines[-1]), "python", 6000)
+        sug = postprocess(middle, ctx)
+        applied = prompt + (sug.text if sug else "") + suffix[sug.replace_chars if sug else 0 :]
+        if code_lines(applied) != code_lines(prompt + middle + suffix):
+            damaged.append(row["task_id"])
+    assert damaged == []
