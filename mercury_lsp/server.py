@@ -16,6 +16,7 @@ from pygls.lsp.server import LanguageServer
 from . import __version__
 from .cache import CompletionCache
 from .context import Context, build_context, units_len
+from .documents import Documents
 from .engine_client import FAILED, LOADING, READY, STARTING, EngineClient, EngineError
 from .postprocess import Suggestion, postprocess
 from .settings import Settings
@@ -32,6 +33,7 @@ class MercuryServer(LanguageServer):
     def __init__(self):
         super().__init__("mercury-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.settings = Settings()
+        self.documents = Documents()
         self.cache = CompletionCache()
         self.stats = Stats()
         self.engine: EngineClient | None = None
@@ -79,6 +81,10 @@ class MercuryServer(LanguageServer):
     def client_supports_progress(self) -> bool:
         window = self.client_capabilities.window
         return bool(window and window.work_done_progress)
+
+    def position_encoding(self) -> str:
+        negotiated = self.server_capabilities.position_encoding  # pygls takes the client's choice
+        return str(getattr(negotiated, "value", negotiated) or "utf-16")
 
     # ----- settings and engine ----------------------------------------------------------------
 
@@ -159,13 +165,12 @@ class MercuryServer(LanguageServer):
         s = self.settings
         if not s.enabled:
             return None
-        doc = self.workspace.text_documents.get(uri)
+        doc = self.documents.get(uri)
         if doc is None:
             self.log(f"no suggestion: unknown document {uri}")
             return None
-        negotiated = self.server_capabilities.position_encoding  # pygls takes the client's choice
-        encoding = str(getattr(negotiated, "value", negotiated) or "utf-16")
-        ctx = build_context(doc.source, position.line, position.character, doc.language_id or "", s.context_chars, encoding)
+        ctx = build_context(doc.text, position.line, position.character, doc.language, s.context_chars,
+                            self.position_encoding())
         if ctx is None:
             self.log(f"no suggestion: position {position.line}:{position.character} is past the end or in binary content")
             return None
@@ -231,10 +236,10 @@ class MercuryServer(LanguageServer):
     def start_prefetch(self, uri: str, ctx: Context, sug: Suggestion) -> None:
         """Ask now for the suggestion that will be wanted once this one is accepted, so that
         accepting suggestion after suggestion needs no waiting (as llama.vim does)."""
-        doc = self.workspace.text_documents.get(uri)
-        if not self.settings.prefetch or sug.replace_chars or doc is None or len(doc.source) > PREFETCH_MAX_DOC:
+        doc = self.documents.get(uri)
+        if not self.settings.prefetch or sug.replace_chars or doc is None or len(doc.text) > PREFETCH_MAX_DOC:
             return
-        source = doc.source
+        source = doc.text
         accepted = source[: ctx.offset] + sug.text + source[ctx.offset :]
         lines = sug.text.split("\n")
         last = lines[-1] if len(lines) > 1 else ctx.line_prefix + sug.text
@@ -281,8 +286,20 @@ def create_server() -> MercuryServer:
     def on_configuration(ls: MercuryServer, params: types.DidChangeConfigurationParams):
         ls.apply_settings(params.settings)
 
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def on_open(ls: MercuryServer, params: types.DidOpenTextDocumentParams):
+        doc = params.text_document
+        ls.documents.did_open(doc.uri, doc.text, doc.language_id, doc.version)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def on_change(ls: MercuryServer, params: types.DidChangeTextDocumentParams):
+        doc = params.text_document
+        if not ls.documents.did_change(doc.uri, params.content_changes, doc.version, ls.position_encoding()):
+            ls.log(f"change to a document that is not open: {doc.uri}")
+
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def on_close(ls: MercuryServer, params: types.DidCloseTextDocumentParams):
+        ls.documents.did_close(params.text_document.uri)
         for flags in (ls.newest, ls.prefetching):  # answer or drop what still waits for this document
             if (pending := flags.pop(params.text_document.uri, None)) is not None:
                 pending.set()

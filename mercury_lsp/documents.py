@@ -1,0 +1,68 @@
+"""The open documents, kept in sync from didOpen/didChange/didClose.
+
+Our own copy rather than pygls's workspace: pygls splits lines with str.splitlines(), which also
+breaks at form feeds, \\x1c..\\x1e, \\x85 and \\u2028/\\u2029, so an edit in a file holding one of them
+lands on the wrong line; and it rebuilds the text line by line in Python on every keystroke. Here
+an edit is two offset look-ups with LSP's own line breaks and one string splice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .context import locate
+
+
+@dataclass
+class Document:
+    uri: str
+    text: str
+    language: str
+    version: int | None = None
+
+
+def offset_at(text: str, line: int, character: int, encoding: str) -> int:
+    """String offset of an LSP position; past the end of a line or the document clamps to it."""
+    where = locate(text, line, character, encoding)
+    return len(text) if where is None else where[2]
+
+
+def apply_change(text: str, start: tuple[int, int] | None, end: tuple[int, int] | None, new_text: str,
+                 encoding: str = "utf-16") -> str:
+    """The text after one content change: replace the range (line, character)..(line, character),
+    or the whole text when the change has no range."""
+    if start is None or end is None:
+        return new_text
+    a = offset_at(text, start[0], start[1], encoding)
+    b = max(a, offset_at(text, end[0], end[1], encoding))
+    return text[:a] + new_text + text[b:]
+
+
+class Documents:
+    def __init__(self):
+        self.open: dict[str, Document] = {}
+
+    def get(self, uri: str) -> Document | None:
+        return self.open.get(uri)
+
+    def did_open(self, uri: str, text: str, language: str, version: int | None) -> None:
+        self.open[uri] = Document(uri, text, language or "", version)
+
+    def did_change(self, uri: str, changes, version: int | None, encoding: str) -> bool:
+        """Apply LSP content changes (objects with `text` and, for incremental ones, `range`).
+        False for a document that was never opened."""
+        doc = self.open.get(uri)
+        if doc is None:
+            return False
+        for change in changes:
+            rng = getattr(change, "range", None)
+            if rng is None:
+                doc.text = change.text
+            else:
+                start, end = (rng.start.line, rng.start.character), (rng.end.line, rng.end.character)
+                doc.text = apply_change(doc.text, start, end, change.text, encoding)
+        doc.version = version
+        return True
+
+    def did_close(self, uri: str) -> None:
+        self.open.pop(uri, None)
