@@ -24,6 +24,7 @@ from .stats import Stats
 
 ENGINE_MARGIN_MS = 25.0  # budget kept back for the reply to travel and be post-processed
 ENGINE_GRACE_S = 0.1  # how long past the budget we still wait for an engine reply (its last step)
+PREFETCH_AFTER_S = 0.15  # quiet time on a document before the next suggestion is prefetched
 PREFETCH_MAX_DOC = 1_000_000  # characters; bigger documents are not copied to prefetch
 ENGINE_SETTINGS = ("engine_socket", "engine_command", "engine_autostart", "model", "engine_device")
 STATS_METHOD = "mercury/stats"
@@ -252,6 +253,12 @@ class MercuryServer(LanguageServer):
 
         async def prefetch():
             try:
+                # Only once the user pauses: while typing, the engine is kept for real requests.
+                try:
+                    await asyncio.wait_for(abandon.wait(), PREFETCH_AFTER_S)
+                    return
+                except asyncio.TimeoutError:
+                    pass
                 self.stats.prefetch_calls += 1
                 nxt = await self.ask_engine(next_ctx, self.settings.budget_ms, abandon, quiet=True)
                 if nxt is not None:
