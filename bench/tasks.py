@@ -234,6 +234,7 @@ def build_kind(sources: list[Source], kind: str, count: int, exec_share: float, 
         if cut and (src.name, cut) not in seen:
             seen.add((src.name, cut))
             tasks.append(make_task(src, kind, *cut, None))
+    rng.shuffle(tasks)  # so that `--limit N` takes a fair sample, not the executable ones first
     for i, task in enumerate(tasks):
         task["task_id"] = f"{kind}/{i}"
     return tasks
