@@ -14,7 +14,7 @@ class Settings:
     max_tokens: int = 48
     debounce_ms: float = 15.0  # automatic triggers only
     context_chars: int = 6000  # text sent around the cursor, 3/4 before, 1/4 after
-    engine_socket: str | None = None  # default: mercury_engine.paths.default_socket_path()
+    engine_socket: str | None = None  # Unix socket path or tcp://127.0.0.1:PORT; default: the user's runtime dir
     engine_command: list[str] | None = None  # default: mercury-engine next to this interpreter
     engine_autostart: bool = True
     model: str | None = None  # model folder for an engine this server starts
@@ -42,6 +42,7 @@ class Settings:
 
 
 ALIASES = {"model_dir": "model", "socket": "engine_socket", "debounce": "debounce_ms", "budget": "budget_ms"}
+DEVICES = ("auto", "cpu", "cuda")
 LIMITS = {"budget_ms": (10, 60_000), "max_tokens": (1, 256), "debounce_ms": (0, 5_000), "context_chars": (64, 200_000)}
 
 
@@ -73,4 +74,6 @@ def coerce(key: str, value):
         return None  # back to the default
     if not isinstance(value, str):
         raise TypeError("expected a string")
+    if key == "engine_device" and value not in DEVICES:
+        raise ValueError(f"expected one of {', '.join(DEVICES)}")
     return value

@@ -69,8 +69,9 @@ def test_settings_accept_nested_camel_case_and_report_bad_values():
 
 def test_settings_reject_out_of_range_and_wrong_types():
     s = Settings()
-    problems = s.update({"max_tokens": 100000, "budget_ms": "fast", "model": 3, "context_chars": 10})
-    assert len(problems) == 4
+    problems = s.update({"max_tokens": 100000, "budget_ms": "fast", "model": 3, "context_chars": 10,
+                         "engine_device": "tpu"})
+    assert len(problems) == 5
     assert s == Settings()
     assert Settings().update("not a map")
     assert Settings().update(None) == []
