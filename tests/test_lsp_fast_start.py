@@ -117,3 +117,36 @@ def test_garbage_first_message_does_not_stop_the_server():
                              "initializationOptions": {"engine_autostart": False}}})
     replies = [m for m in exchange([garbage, init], 1) if m and m.get("id") == 1]
     assert replies and "capabilities" in replies[0]["result"]
+
+
+def test_tcp_mode_and_version_flag():
+    import socket
+    import time
+
+    version = subprocess.run([SERVER[0], "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("mercury-lsp ")
+    assert subprocess.run([SERVER[0], "--tcp", "no-port"], capture_output=True).returncode == 2
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([SERVER[0], "--tcp", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        with conn:
+            conn.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                "params": {"processId": None, "rootUri": None, "capabilities": {},
+                                           "initializationOptions": {"engine_autostart": False}}}))
+            stream = conn.makefile("rb")
+            _, reply = read_message(stream)
+            assert reply["id"] == 1 and "inlineCompletionProvider" in reply["result"]["capabilities"]
+    finally:
+        proc.kill()
+        proc.wait()
