@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 # LSP recognises exactly these line breaks (str.splitlines also splits on \x0b, \x1c, \u2028 ...).
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
+LONE_CR = re.compile(r"\r(?!\n)")
 WORD_CHAR = re.compile(r"\w")
 # Characters that never occur in source text; a window holding them is treated as binary content.
 BINARY_CHARS = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
@@ -67,14 +68,22 @@ def locate(text: str, line: int, character: int, encoding: str = "utf-16") -> tu
     """(line start, line end, cursor offset) for an LSP position, or None past the last line."""
     if line < 0 or character < 0:
         return None
-    start = 0
-    for _ in range(line):
-        m = LINE_BREAK.search(text, start)
-        if m is None:
+    if "\r" not in text or LONE_CR.search(text) is None:  # \n, \r\n only: count lines in C
+        parts = text.split("\n", line)
+        if len(parts) <= line:
             return None
-        start = m.end()
-    m = LINE_BREAK.search(text, start)
-    end = m.start() if m else len(text)
+        start = len(text) - len(parts[-1])
+        nl = text.find("\n", start)
+        end = len(text) if nl < 0 else nl - (text[nl - 1 : nl] == "\r" and nl > start)
+    else:
+        start = 0
+        for _ in range(line):
+            m = LINE_BREAK.search(text, start)
+            if m is None:
+                return None
+            start = m.end()
+        m = LINE_BREAK.search(text, start)
+        end = m.start() if m else len(text)
     return start, end, start + units_to_index(text[start:end], character, encoding)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .context import locate
+from .context import locate, units_to_index
 
 
 @dataclass
@@ -33,9 +33,15 @@ def apply_change(text: str, start: tuple[int, int] | None, end: tuple[int, int] 
     or the whole text when the change has no range."""
     if start is None or end is None:
         return new_text
-    a = offset_at(text, start[0], start[1], encoding)
-    b = max(a, offset_at(text, end[0], end[1], encoding))
-    return text[:a] + new_text + text[b:]
+    where = locate(text, start[0], start[1], encoding)
+    if where is None:
+        return text + new_text
+    line_start, line_end, a = where
+    if end[0] == start[0]:  # the usual keystroke: one line look-up serves both ends
+        b = line_start + units_to_index(text[line_start:line_end], end[1], encoding)
+    else:
+        b = offset_at(text, end[0], end[1], encoding)
+    return text[:a] + new_text + text[max(a, b):]
 
 
 class Documents:
