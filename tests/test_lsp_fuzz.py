@@ -13,7 +13,7 @@ from pytest_lsp import LanguageClient
 
 from test_lsp_server import client, inline, open_doc, start, stats, wait_engine  # noqa: F401
 
-ALPHABET = "abcxyz_019 ()[]{}:=+-.,'\"#\t\n\r" + "éß中文😀\u2028\x00"
+ALPHABET = "abcxyz_019 ()[]{}:=+-.,'\"#\t\n\r" + "éß中文😀\u2028\x0c\x85\x00"
 
 
 def random_text(rng: random.Random, size: int) -> str:
