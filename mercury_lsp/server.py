@@ -146,6 +146,9 @@ class MercuryServer(LanguageServer):
         self.newest[uri] = superseded
         try:
             found = await self._suggest(uri, position, invoked, superseded, started)
+            if found is not None:
+                self.stats.record_served((time.monotonic() - started) * 1000)
+                self.start_prefetch(uri, *found)
         except asyncio.CancelledError:
             self.stats.cancelled += 1
             raise
@@ -157,9 +160,6 @@ class MercuryServer(LanguageServer):
                 del self.newest[uri]
         if found is None:
             self.stats.empty += 1
-        else:
-            self.stats.record_served((time.monotonic() - started) * 1000)
-            self.start_prefetch(uri, *found)
         return found
 
     async def _suggest(self, uri, position, invoked, superseded: asyncio.Event, started: float):
