@@ -1,5 +1,6 @@
 """LRU of suggestions keyed on the text around the cursor, with typed-ahead reuse: when the user
-has typed the beginning of a cached suggestion, the rest is served without a model call."""
+has typed the beginning of a cached suggestion, the rest is served without a model call. An empty
+entry records that the engine had nothing for that context, so asking again costs nothing."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ class CompletionCache:
             text = self.entries.get(k)
             if text is None:
                 continue
+            if typed == 0:
+                self.entries.move_to_end(k)
+                return CacheHit(text, 0)  # "" here: the engine had nothing for this context
             typed_text = prefix[len(prefix) - typed :]
             rest = text[typed:]
             if text.startswith(typed_text) and rest.strip():

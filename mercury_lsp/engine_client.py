@@ -82,7 +82,7 @@ class EngineClient:
         self._read_task: asyncio.Task | None = None
         self._bring_up: asyncio.Task | None = None
         self._failed_at = 0.0
-        self._spawned: subprocess.Popen | None = None
+        self._spawned: subprocess.Popen | None = None  # started by the current bring-up
 
     # ----- public API -------------------------------------------------------------------------
 
@@ -241,8 +241,7 @@ class EngineClient:
     async def _bring_up_engine(self) -> None:
         error: Exception | None = None
         for attempt in range(3):  # a dying engine may still accept a connection, then drop it
-            if self._spawned is not None and self._spawned.poll() is not None:
-                self._spawned = None  # an engine we started earlier has exited (and is now reaped)
+            self._spawned = None  # the engine this attempt starts, if any
             try:
                 if not self.connected:
                     self._set_state(CONNECTING, self.socket_path)
@@ -257,7 +256,8 @@ class EngineClient:
             except Exception as e:  # start-up problems are reported, never raised into the server
                 error = e
                 self._disconnect(str(e))
-                if not self.autostart or isinstance(e, OSError) or (self._spawned is not None and self._spawned.poll() is not None):
+                crashed = self._spawned is not None and self._spawned.poll() is not None
+                if not self.autostart or isinstance(e, OSError) or crashed:
                     break  # nothing to start, no way to start it, or it crashed: do not loop
                 await asyncio.sleep(0.5)
         self.last_error = str(error)

@@ -177,12 +177,13 @@ class MercuryServer(LanguageServer):
             return None
 
         hit = self.cache.get(ctx)
-        if hit is not None and (sug := postprocess(hit.text, ctx)) is not None:
+        if hit is not None:
             if hit.typed:
                 self.stats.typed_through += 1
             else:
                 self.stats.cache_hits += 1
-            return ctx, sug
+            sug = postprocess(hit.text, ctx) if hit.text else None
+            return None if sug is None else (ctx, sug)
 
         if not invoked and s.debounce_ms > 0:
             try:  # typing on: a newer request replaces this one before it reaches the engine
@@ -195,14 +196,13 @@ class MercuryServer(LanguageServer):
 
         remaining_ms = s.budget_ms - (time.monotonic() - started) * 1000
         sug = await self.ask_engine(ctx, remaining_ms, superseded)
-        if sug is not None:
-            self.cache.put(ctx, sug.text)
         return None if sug is None else (ctx, sug)
 
     async def ask_engine(self, ctx: Context, budget_ms: float, abandon: asyncio.Event, quiet: bool = False) -> Suggestion | None:
-        """One engine round trip within `budget_ms`, post-processed; None (and one log line) when
-        the engine is not ready, slow or wrong, or the request was abandoned. `quiet`: a prefetch,
-        kept out of the request counters and the log."""
+        """One engine round trip within `budget_ms`, post-processed and cached (an empty answer
+        too); None when nothing is left of it, or (with one log line) when the engine is not ready,
+        slow or wrong, or the request was abandoned. `quiet`: a prefetch, kept out of the request
+        counters and the log."""
         if self.engine is None:
             self.start_engine()
         params = {
@@ -232,7 +232,9 @@ class MercuryServer(LanguageServer):
             return None
         if not quiet:
             self.stats.engine_ms.append((time.monotonic() - sent) * 1000)
-        return postprocess(raw, ctx)
+        sug = postprocess(raw, ctx)
+        self.cache.put(ctx, sug.text if sug else "")
+        return sug
 
     def start_prefetch(self, uri: str, ctx: Context, sug: Suggestion) -> None:
         """Ask now for the suggestion that will be wanted once this one is accepted, so that
@@ -262,7 +264,6 @@ class MercuryServer(LanguageServer):
                 self.stats.prefetch_calls += 1
                 nxt = await self.ask_engine(next_ctx, self.settings.budget_ms, abandon, quiet=True)
                 if nxt is not None:
-                    self.cache.put(next_ctx, nxt.text)
                     self.stats.prefetched += 1
             finally:
                 if self.prefetching.get(uri) is abandon:

@@ -87,3 +87,11 @@ def test_auto_closed_bracket_does_not_hide_a_typed_through_suggestion():
     assert hit.text == "values)" and hit.typed == 4
     sug = postprocess(hit.text, ctx)
     assert sug.text == "values)" and sug.replace_chars == 1  # replaces the auto-closed ")"
+
+
+def test_an_empty_answer_is_remembered_but_never_typed_through():
+    cache = CompletionCache()
+    cache.put(ctx_after("x = "), "")
+    hit = cache.get(ctx_after("x = "))
+    assert hit.text == "" and hit.typed == 0
+    assert cache.get(ctx_after("x = 1")) is None
