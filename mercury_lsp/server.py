@@ -233,7 +233,8 @@ class MercuryServer(LanguageServer):
         if not quiet:
             self.stats.engine_ms.append((time.monotonic() - sent) * 1000)
         sug = postprocess(raw, ctx)
-        self.cache.put(ctx, sug.text if sug else "")
+        if sug is not None or not result.get("truncated"):  # a rushed empty answer may not repeat
+            self.cache.put(ctx, sug.text if sug else "")
         return sug
 
     def start_prefetch(self, uri: str, ctx: Context, sug: Suggestion) -> None:
