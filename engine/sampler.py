@@ -4,7 +4,8 @@ Canvas = prefix tokens + K slots + suffix tokens, K = max_tokens. Rows of a batc
 so their slots share columns. Each step is one forward; every masked slot gets its most likely
 token and that token's probability; the slots above `threshold` are committed (at least one per
 row). A committed end-of-middle token ends the middle (the model decides the length); in
-single-line mode so does a token holding a newline. A row is settled when no mask is left before
+single-line mode so does a token holding a newline. End-of-middle is committed only at the first
+masked slot, so the length is decided where the written middle ends. A row is settled when no mask is left before
 its first terminal token, and settled rows leave the batch at once.
 
 Context cache: the first step runs the whole canvas and keeps the prefix/suffix keys and values;
@@ -237,6 +238,11 @@ class Sampler:
             token[:, cols] = token_c
             prob = torch.zeros(B, K, device=self.device)
             prob[:, cols] = prob_c.float()
+            # End-of-middle may only be committed at a row's first masked slot: committed anywhere
+            # else it would be confident (most of a long canvas is padding) and would cut the
+            # middle before the model has written it.
+            frontier = st.masked & (st.masked.long().cumsum(1) == 1)
+            prob = torch.where((token == self.cfg.eom_token_id) & ~frontier, 0.0, prob)
 
             now = time.monotonic()
             late = torch.tensor([now + self.step_ms / 1000 > deadlines[rows[r].job] for r in st.live])

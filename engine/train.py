@@ -1,5 +1,8 @@
 """`mercury-engine train`: masked-diffusion infilling (or the causal baseline) on a CPU or a GPU.
 
+Half of the steps (--lm-fraction) are plain language modelling of token windows (MDLM masking
+for diffusion, next-token for causal), where every position carries loss; the rest are infilling.
+
 Diffusion objective (MDLM-style): canvas = prefix + K slots + suffix, where the slots hold the
 middle followed by end-of-middle tokens; a mask ratio t is drawn per example, each slot is masked
 with probability t, and the cross-entropy at masked slots is weighted by 1/t. Logits are computed
@@ -72,6 +75,37 @@ def diffusion_batch(examples, K: int, rng: np.random.Generator, pad: int, mask: 
     }
 
 
+def lm_batch(windows: np.ndarray, rng: np.random.Generator, mask: int, causal: bool):
+    """Plain language modelling on token windows (B, L): every position can carry loss, which
+    teaches the language much faster per token than infilling examples, whose context is loss-free.
+    Diffusion: MDLM masking over the whole window; causal: next-token prediction."""
+    B, L = windows.shape
+    ids = windows.astype(np.int64)
+    if causal:
+        return {
+            "ids": torch.from_numpy(ids), "valid": None, "positions": None,
+            "out_idx": torch.arange(L - 1).expand(B, L - 1), "target": torch.from_numpy(ids[:, 1:].copy()),
+            "masked": torch.ones(B, L - 1, dtype=torch.bool), "weight": torch.ones(B),
+        }
+    t = rng.uniform(MIN_T, 1.0, size=B)
+    masked = rng.random((B, L)) < t[:, None]
+    masked[np.arange(B), rng.integers(0, L, size=B)] = True
+    # logits only at masked positions: their indices, padded per row
+    n = masked.sum(1)
+    out_idx = np.zeros((B, n.max()), dtype=np.int64)
+    has_loss = np.zeros((B, n.max()), dtype=bool)
+    for i in range(B):
+        out_idx[i, : n[i]] = np.flatnonzero(masked[i])
+        has_loss[i, : n[i]] = True
+    target = np.take_along_axis(ids, out_idx, 1)
+    ids = np.where(masked, mask, ids)
+    return {
+        "ids": torch.from_numpy(ids), "valid": None, "positions": None,
+        "out_idx": torch.from_numpy(out_idx), "target": torch.from_numpy(target),
+        "masked": torch.from_numpy(has_loss), "weight": torch.from_numpy(1.0 / t).float(), "norm": B * L,
+    }
+
+
 def causal_batch(examples, eom: int, pad: int):
     """Suffix-prefix-middle order; loss on the middle and its end-of-middle token."""
     seqs, starts = [], []
@@ -107,7 +141,7 @@ def batch_loss(model, batch, device, causal: bool):
     if causal:
         return (ce * m).sum() / m.sum(), (ce * m).sum().item(), m.sum().item()
     # MDLM: sum of 1/t-weighted masked CE over slots, averaged per slot
-    loss = (ce * m * b["weight"][:, None]).sum() / m.numel()
+    loss = (ce * m * b["weight"][:, None]).sum() / b.get("norm", m.numel())
     return loss, (ce * m).sum().item(), m.sum().item()
 
 
@@ -167,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--lm-fraction", type=float, default=0.5,
+                    help="share of steps spent on plain language modelling of token windows")
+    ap.add_argument("--lm-window", type=int, default=176)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-examples", type=int, default=192)
     ap.add_argument("--seed", type=int, default=0)
@@ -221,10 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     t_last, tokens_last = time.perf_counter(), state["tokens"]
     started = time.perf_counter() - state["seconds"]
     loss_ema = None
+    train_tokens = np.memmap(Path(args.data_dir) / "train.bin", dtype=np.uint16, mode="r")
     while budget_progress() < 1.0:
-        K = int(rng.choice(CANVAS_SIZES, p=sizes_p))
-        examples = src.draw(args.batch, 128 if causal else K)
-        batch = causal_batch(examples, 1, 2) if causal else diffusion_batch(examples, K, rng, 2, 0, 1)
+        if rng.random() < args.lm_fraction:
+            starts = rng.integers(0, len(train_tokens) - args.lm_window, size=args.batch)
+            windows = np.stack([train_tokens[s : s + args.lm_window] for s in starts])
+            batch = lm_batch(windows, rng, 0, causal)
+        else:
+            K = int(rng.choice(CANVAS_SIZES, p=sizes_p))
+            examples = src.draw(args.batch, 128 if causal else K)
+            batch = causal_batch(examples, 1, 2) if causal else diffusion_batch(examples, K, rng, 2, 0, 1)
         for g in opt.param_groups:
             g["lr"] = lr_at(budget_progress(), state["step"], args.lr, args.warmup)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
