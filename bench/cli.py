@@ -103,10 +103,11 @@ def cmd_decode(args) -> int:
     from .decoders import load_autoregressive, load_diffusion
 
     tasks, files = load_task_files(args.tasks, args.limit)
-    sampler, loaded = load_diffusion(args.model, args.device)
+    sampler, loaded = load_diffusion(args.model, args.device, context_cache=not args.no_context_cache)
     ar = load_autoregressive(args.ar_model, args.device) if args.ar_model else None
     result = run_decode(tasks, sampler, args.thresholds, ar, args.max_tokens)
-    result.update(task_files=files, model=str(loaded.path), device=str(loaded.device), ar_model=args.ar_model)
+    result.update(task_files=files, model=str(loaded.path), device=str(loaded.device), ar_model=args.ar_model,
+                  context_cache=not args.no_context_cache)
     print(render(result))
     _save(result, args, "decode.json")
     plots.frontier(result, Path(args.out_dir) / "decode_frontier.png")
@@ -166,6 +167,8 @@ def parser() -> argparse.ArgumentParser:
     _task_args(p)
     p.add_argument("--thresholds", type=_thresholds, default=[0.5, 0.7, 0.9, 1.01],
                    help="comma-separated; above 1 means one token per step (default 0.5,0.7,0.9,1.01)")
+    p.add_argument("--no-context-cache", action="store_true",
+                   help="recompute the whole canvas at every step (to measure what the context cache saves)")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("tasks", help="build the held-out infilling tasks")

@@ -40,7 +40,7 @@ def autoregressive_completer(decoder, max_tokens: int | None = None):
     return _completer(decoder, 0.0, max_tokens)
 
 
-def load_diffusion(model_dir: str | None, device: str = "auto"):
+def load_diffusion(model_dir: str | None, device: str = "auto", context_cache: bool = True):
     """(Sampler, LoadedModel) for a diffusion model folder, warmed up."""
     from mercury_engine.loader import load_model
     from mercury_engine.sampler import Sampler
@@ -48,7 +48,7 @@ def load_diffusion(model_dir: str | None, device: str = "auto"):
     loaded = load_model(model_dir, device=device)
     if loaded.config.causal:
         raise ValueError(f"{loaded.path} is a causal model: pass it as --ar-model, not --model")
-    sampler = Sampler(loaded)
+    sampler = Sampler(loaded, context_cache=context_cache)
     sampler.warmup()
     return sampler, loaded
 
