@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections import Counter
 import sys
 import time
 from pathlib import Path
@@ -94,7 +95,9 @@ async def run_session(socket_path, tasks: list[dict], args, log=lambda m: None) 
         lsp_stats = await client.request("mercury/stats", {}, timeout=30)
     finally:
         await client.shutdown()
-    return {"samples": samples[args.warmup:], "lsp_stats": lsp_stats}
+    # why suggestions were missing, in the server's own words (most frequent first)
+    reasons = Counter(m for m in client.log_messages if "no suggestion" in m or "engine" in m)
+    return {"samples": samples[args.warmup:], "lsp_stats": lsp_stats, "server_log": dict(reasons.most_common(10))}
 
 
 def _cycle(items, wanted: int):
@@ -149,6 +152,8 @@ def render(summary: dict) -> str:
     if lsp:
         lines.append("language server: " + ", ".join(f"{k} {lsp[k]}" for k in
                      ("requests", "served", "empty", "cache_hits", "typed_through", "engine_calls", "engine_errors", "superseded") if k in lsp))
+    for message, count in list((summary.get("server_log") or {}).items())[:3]:
+        lines.append(f"server log, {count}x: {message[:160]}")
     return "\n".join(lines)
 
 
@@ -170,7 +175,7 @@ def main(args) -> int:
             engine.stop()
     summary = summarize(session["samples"], args.budget_ms, session["lsp_stats"], before, after)
     summary.update(task_files=files, keystrokes=args.keystrokes, trigger=args.trigger, pause_ms=args.pause_ms,
-                   engine_started_by_bench=engine is not None)
+                   engine_started_by_bench=engine is not None, server_log=session["server_log"])
     print(render(summary))
     out_dir = Path(args.out_dir)
     written = save_json({**summary, "latencies_ms": [round(s["ms"], 3) for s in session["samples"]]},
