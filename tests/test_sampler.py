@@ -98,8 +98,7 @@ def test_single_line_and_stop_strings(memorized_engine):
 
 
 def test_context_cache_gives_the_same_answers(sampler, memorized_model_dir):
-    uncached = Sampler(sampler.loaded if hasattr(sampler, "loaded") else load_model(memorized_model_dir, device="cpu"),
-                       context_cache=False)
+    uncached = Sampler(load_model(memorized_model_dir, device="cpu"), context_cache=False)
     for prefix, middle, suffix in EXAMPLES:
         p = InfillParams(prefix=prefix, suffix=suffix, max_tokens=K, budget_ms=10_000)
         assert sampler.infill(p).completions[0].text == uncached.infill(p).completions[0].text == middle
