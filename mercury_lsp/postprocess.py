@@ -11,6 +11,11 @@ from .context import Context
 
 ONLY_CLOSING = re.compile(r"^\W*$")  # rest of line with no word character: the item may cover it
 OPEN_FOR = {")": "(", "]": "[", "}": "{"}
+# A weak or undertrained model loops ("_with_with_with_with", "1, 1, 1, 1, 1, 1"). Near Tabby's
+# thresholds: a 3+ character unit 6+ times in a row ending the line (8+ times anywhere: argument
+# lists like "-1, -1, -1, -1, -1, -1, x" are real code), or a 10+ character unit 4+ times.
+# Units of one repeated character ("=====", "-----") are separator lines, not loops.
+REPETITION = (re.compile(r"(.{3,}?)\1{5,}\s*$"), re.compile(r"(.{3,}?)\1{7,}"), re.compile(r"(.{10,}?)\1{3,}"))
 BLOCK_CONTINUATIONS = ("else", "elif", "except", "finally", "catch")
 HASH_COMMENT_LANGUAGES = {"python", "shellscript", "sh", "bash", "ruby", "perl", "r", "yaml", "toml",
                           "makefile", "dockerfile", "cmake", "julia", "elixir", "nim", "coffeescript"}
@@ -27,6 +32,7 @@ def postprocess(raw: str, ctx: Context) -> Suggestion | None:
     text = raw.replace("\r\n", "\n").replace("\r", "\n")
     if ctx.single_line:
         text = text.split("\n", 1)[0]
+    text = drop_repetitive_lines(text)
     text = drop_doubled_space(text, ctx)
     text = cut_at_next_line(text, ctx)
     text = limit_to_block(text, ctx)
@@ -49,6 +55,16 @@ def postprocess(raw: str, ctx: Context) -> Suggestion | None:
 def indent_of(line: str) -> int:
     expanded = line.expandtabs(4)
     return len(expanded) - len(expanded.lstrip(" "))
+
+
+def drop_repetitive_lines(text: str) -> str:
+    """Cut the suggestion before the first line that loops on a repeated unit."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        for pattern in REPETITION:
+            if any(len(set(m.group(1))) > 1 for m in pattern.finditer(line)):
+                return "\n".join(lines[:i])
+    return text
 
 
 def drop_doubled_space(text: str, ctx: Context) -> str:

@@ -23,6 +23,12 @@ def run(doc: str, raw: str, language: str = "python"):
 GOLDEN = [
     # (name, document, raw engine text, expected text or None, replaces the rest of the line)
     ("plain end of line", "x = █\n", "compute()", "compute()", False),
+    ("a looping line is dropped", "x = █\n", "foo_with_with_with_with_with_with_with_with_with_bar", None, False),
+    ("lines before a loop are kept", "def f():\n    █\n", "a = 1\n    b = g(1, 1, 1, 1, 1, 1, 1\n", "a = 1", False),
+    ("a long unit repeated 4 times is a loop", "x = █\n", "self.check(x)self.check(x)self.check(x)self.check(x)", None, False),
+    ("a separator line is not a loop", "█\n", "# ==============================", "# ==============================", False),
+    ("real argument lists are code", "f(█)\n", "-1, -1, -1, -1, -1, -1, fd", "-1, -1, -1, -1, -1, -1, fd", False),
+    ("short repeats are code", "x = █\n", "(0, 0, 0, 0)", "(0, 0, 0, 0)", False),
     ("whitespace only is dropped", "x = █\n", "  \n\t ", None, False),
     ("empty is dropped", "x = █\n", "", None, False),
     ("doubled space removed", "x = █\n", " 1", "1", False),
