@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -90,6 +91,11 @@ def ask(args: argparse.Namespace, method: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Idle OpenMP threads sleep instead of spinning (read when torch loads, so set it first): when
+    # an editor, a build or a second process takes a core, spinning threads starve the one doing
+    # the work. Measured on 2 cores with one busy: a training step 1.6k -> 2.9k tokens/s, an
+    # engine forward 14.6 -> 10.8 ms p50; idle, 5% slower.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if argv[:1] == ["train"]:  # everything after `train` belongs to the trainer's own parser
         try:
             from .train import main as train_main
