@@ -2,7 +2,8 @@
 
 Cut points are chosen on characters and prefix/middle/suffix are tokenized separately, exactly as
 the engine tokenizes a request, so token boundaries at the cursor look the same in training and
-in use. Kinds: the rest of a line from a cursor inside it; one to eight whole lines from the start
+in use; that includes token healing (a prefix ending inside a word gives its last tokens to the
+middle, see healing.py). Kinds: the rest of a line from a cursor inside it; one to eight whole lines from the start
 of a line's text; a random span of characters.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .healing import Healer
 
 KINDS = ("line", "lines", "span")
 KIND_P = (0.45, 0.3, 0.25)
@@ -67,6 +70,7 @@ class ExampleSource:
         self.tok = tokenizer
         self.rng = np.random.default_rng(seed)
         self.max_prefix, self.max_suffix = max_prefix, max_suffix
+        self.healer = Healer(tokenizer, tokenizer.vocab_size)
 
     def draw(self, n: int, max_middle: int) -> list[tuple[list[int], list[int], list[int], str]]:
         out = []
@@ -77,9 +81,13 @@ class ExampleSource:
                 kind = KINDS[self.rng.choice(3, p=KIND_P)]
                 if (cut := cut_example(text, self.rng, kind)) is not None:
                     cuts.append(cut)
-            enc = self.tok.encode_batch([s for c in cuts for s in (c.prefix, c.middle, c.suffix)])
+            if not cuts:
+                continue
+            enc = self.tok.encode_batch([s for c in cuts for s in (c.prefix, c.suffix)])
+            pres, heals = zip(*(self.healer.split(enc[2 * i][-self.max_prefix :]) for i in range(len(cuts))))
+            mids = self.tok.encode_batch([heal + cut.middle for heal, cut in zip(heals, cuts)])
             for i, cut in enumerate(cuts):
-                pre, mid, suf = enc[3 * i], enc[3 * i + 1], enc[3 * i + 2]
+                pre, mid, suf = pres[i], mids[i], enc[2 * i + 1]
                 if 0 < len(mid) <= max_middle and len(out) < n:
-                    out.append((pre[-self.max_prefix :], mid, suf[: self.max_suffix], cut.kind))
+                    out.append((pre, mid, suf[: self.max_suffix], cut.kind))
         return out

@@ -14,6 +14,10 @@ that cache. `refresh_every` > 0 recomputes the whole canvas every that many step
 
 `threshold` 1.0 means exactly one token per step (the autoregressive-like baseline of the bench).
 
+Token healing (healing.py): a prefix ending inside a word gives its last tokens back; while a row
+has given-back text left to write, only its first masked slot is committed, restricted to tokens
+that agree with that text.
+
 Budget: when the next step would pass a row's deadline, all its candidates are committed at once.
 """
 
@@ -27,6 +31,7 @@ from typing import Callable
 import torch
 
 from . import kernels
+from .healing import Healer
 
 
 @dataclass
@@ -68,13 +73,15 @@ class Row:
     suffix: list[int]
     logprob: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
+    heal: str = ""  # prefix text given back for the middle to write again (token healing)
+    rest: str = ""  # the part of `heal` not written yet
     steps: int = 0
     truncated: bool = False
 
 
 class Sampler:
     def __init__(self, loaded, max_prefix_tokens: int = 128, max_suffix_tokens: int = 48,
-                 context_cache: bool = True, refresh_every: int = 0, backend=None):
+                 context_cache: bool = True, refresh_every: int = 0, backend=None, token_healing: bool = True):
         self.model, self.tok, self.cfg, self.device = loaded.model, loaded.tokenizer, loaded.config, loaded.device
         self.max_prefix, self.max_suffix = max_prefix_tokens, max_suffix_tokens
         self.context_cache, self.refresh_every = context_cache, refresh_every
@@ -84,6 +91,7 @@ class Sampler:
         self.newline_ids = self._ids_with_newline()
         banned = {self.cfg.mask_token_id} | ({self.cfg.pad_token_id} - {self.cfg.eom_token_id})
         self.banned = torch.tensor(sorted(banned), device=self.device)
+        self.healer = Healer(self.tok, self.cfg.vocab_size) if token_healing else None
         self.step_ms = 5.0  # running estimate of the next step (cached, or full without a cache)
 
     def _ids_with_newline(self) -> torch.Tensor:
@@ -139,11 +147,14 @@ class Sampler:
         for j, p in enumerate(jobs):
             prefix = "\n".join([*p.context, p.prefix]) if p.context else p.prefix
             pre = self._encode_tail(prefix, self.max_prefix)
+            heal = ""
+            if self.healer:
+                pre, heal = self.healer.split(pre)
             suf = self._encode_head(p.suffix, self.max_suffix)
             if self.shift and not pre:
                 pre = [self.cfg.bos_token_id if self.cfg.bos_token_id is not None else self.cfg.eom_token_id]
             copies = p.n if p.temperature > 0 else 1  # greedy copies would all be the same
-            rows.extend(Row(j, p, pre, suf) for _ in range(copies))
+            rows.extend(Row(j, p, pre, suf, heal=heal, rest=heal) for _ in range(copies))
         return rows
 
     def _encode_tail(self, text: str, n: int) -> list[int]:
@@ -232,6 +243,15 @@ class Sampler:
             temp = temps.pop() if len(temps) == 1 else 0.0  # mixed temperatures in one batch: greedy
             logits = logits[..., : self.tok.vocab_size]
             logits[..., self.banned] = -math.inf  # never propose a mask (or a pad) as content
+            frontier = st.masked & (st.masked.long().cumsum(1) == 1)
+            healing = [i for i, r in enumerate(st.live) if rows[r].rest]
+            first_col = {}
+            for i in healing:
+                c = int(torch.searchsorted(cols, frontier[i].nonzero()[0, 0]))
+                keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=self.device)
+                keep[list(self.healer.allowed(rows[st.live[i]].rest))] = True
+                logits[i, c] = logits[i, c].masked_fill(~keep, -math.inf)
+                first_col[i] = c
             token_c, prob_c = self.backend.confidence(logits, temperature=temp)
             slots = st.ids[:, P:P + K]
             token = slots.clone()
@@ -241,8 +261,15 @@ class Sampler:
             # End-of-middle may only be committed at a row's first masked slot: committed anywhere
             # else it would be confident (most of a long canvas is padding) and would cut the
             # middle before the model has written it.
-            frontier = st.masked & (st.masked.long().cumsum(1) == 1)
             prob = torch.where((token == self.cfg.eom_token_id) & ~frontier, 0.0, prob)
+            chosen = prob.clone()  # the probabilities recorded; `prob` below only drives the commit
+            for i in healing:
+                # a healing row commits its first masked slot (2.0: above any threshold), and other
+                # slots only once that token finishes the given-back text
+                f = int(cols[first_col[i]])
+                done = self.healer.advance(rows[st.live[i]].rest, int(token[i, f])) == ""
+                prob[i] = prob[i] if done else 0.0
+                prob[i, f] = 2.0
 
             now = time.monotonic()
             late = torch.tensor([now + self.step_ms / 1000 > deadlines[rows[r].job] for r in st.live])
@@ -261,7 +288,11 @@ class Sampler:
                 cand = torch.where(sel[:, None], sub, cand)
             committed = before & ~cand
             st.masked &= ~committed
-            st.logprob = torch.where(committed, prob.clamp_min(1e-12).log(), st.logprob)
+            st.logprob = torch.where(committed, chosen.clamp_min(1e-12).log(), st.logprob)
+            for i in healing:
+                if committed[i, cols[first_col[i]]]:
+                    row = rows[st.live[i]]
+                    row.rest = self.healer.advance(row.rest, int(slots[i, cols[first_col[i]]]))
 
             # settled rows (no mask before the first terminal token) leave the batch
             cand = st.candidates(self.cfg.eom_token_id, self.newline_ids)
@@ -290,6 +321,10 @@ class Sampler:
                 toks.append(t)
                 lps.append(lp)
             text = self.tok.decode(toks)
+            if r.heal:
+                # the given-back text is already in the document; a middle cut short by the budget
+                # before it was written again has nothing to offer
+                text = text[len(r.heal):] if text.startswith(r.heal) else ""
             if "\ufffd" in text:  # bytes of a character cut off by the canvas, or invalid UTF-8
                 text = text[: text.index("\ufffd")]
             if params.single_line and "\n" in text:

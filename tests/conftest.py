@@ -59,7 +59,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         eom_token_id=1,
         pad_token_id=2,
     )
-    save_model(Transformer(cfg), out / "tokenizer.json", out)
+    model = Transformer(cfg)
+    # Larger random weights give varied noise; at the usual init scale a random model writes one
+    # token over and over, which the language server rightly drops as a loop.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.5)
+    save_model(model, out / "tokenizer.json", out)
     return out
 
 

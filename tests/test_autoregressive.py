@@ -34,23 +34,24 @@ def decoder(tmp_path_factory):
 
 
 def test_prompt_is_suffix_prefix_middle(decoder):
-    ids = decoder.prompt_ids("def f(x):\n    return ", "\n\nx = 1\n")
+    ids, heal = decoder.prompt_ids("def f(x):\n    return ", "\n\nx = 1\n")
     tok = decoder.tokenizer
     assert ids[0] == tok.hf.token_to_id("<|fim_suffix|>")
     assert ids[-1] == tok.hf.token_to_id("<|fim_middle|>")
     split = ids.index(tok.hf.token_to_id("<|fim_prefix|>"))
     assert tok.decode(ids[1:split]) == "\n\nx = 1\n"
-    assert tok.decode(ids[split + 1:-1]) == "def f(x):\n    return "
+    assert tok.decode(ids[split + 1:-1]) == "def f(x):\n    return"
+    assert heal == " "  # token healing: the middle writes the space again with its next word
 
 
 def test_long_context_keeps_text_nearest_the_cursor(decoder):
     decoder.max_prefix, decoder.max_suffix = 30, 10
     try:
-        ids = decoder.prompt_ids("x = [1, 2, 3]\n" * 50 + "HEAD", "TAIL" + "for i in range(10):\n" * 50)
+        ids, heal = decoder.prompt_ids("x = [1, 2, 3]\n" * 50 + "HEAD", "TAIL" + "for i in range(10):\n" * 50)
     finally:
         decoder.max_prefix, decoder.max_suffix = 192, 64
-    assert len(ids) == 30 + 10 + 3
-    text = decoder.tokenizer.decode(ids)
+    assert len(ids) + len(decoder.tokenizer.encode(heal)) == 30 + 10 + 3
+    text = decoder.tokenizer.decode(ids) + heal
     assert "TAIL" in text and "HEAD" in text
 
 
@@ -58,7 +59,7 @@ def test_kv_cache_decode_matches_recomputing(decoder):
     eom = decoder.loaded.config.eom_token_id
     decoder.loaded.config.eom_token_id = -1  # never stop early: compare the full 24 tokens
     try:
-        prompt = decoder.prompt_ids("def add(a, b):\n    ", "\nx = 1\n")
+        prompt, _ = decoder.prompt_ids("def add(a, b):\n    ", "\nx = 1\n")
         cached, p1, f1, _ = decoder.generate(prompt, 24, use_cache=True)
         fresh, p2, f2, _ = decoder.generate(prompt, 24, use_cache=False)
     finally:
@@ -92,3 +93,11 @@ def test_trim_text():
 def test_refuses_a_bidirectional_model(tmp_path):
     with pytest.raises(ValueError, match="not a causal model"):
         AutoregressiveDecoder(load_model(tiny_model_dir(tmp_path, causal=False), device="cpu"))
+
+
+def test_healing_rewrites_the_given_back_word(decoder):
+    prompt, heal = decoder.prompt_ids("value = co", "\n")
+    assert heal == " co"
+    assert decoder.tokenizer.decode(prompt).endswith("value =<|fim_middle|>")
+    tokens, _, _, _ = decoder.generate(prompt, 8, heal=heal)
+    assert decoder.tokenizer.decode(tokens).startswith(" co")  # a random model, held to the typed text

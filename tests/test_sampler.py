@@ -13,6 +13,7 @@ import torch
 
 from mercury_engine.client import EngineClient
 from mercury_engine.config import ModelConfig
+from mercury_engine.healing import Healer
 from mercury_engine.loader import load_model, save_model
 from mercury_engine.model import Transformer
 from mercury_engine.sampler import InfillParams, Sampler
@@ -31,7 +32,11 @@ K = 16
 def memorized_model_dir(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("memorized")
     tok = Tokenizer(tiny_model_dir / "tokenizer.json", 0, 1, 2)
-    examples = [(tok.encode(p), tok.encode(m), tok.encode(s), "") for p, m, s in EXAMPLES]
+    healer = Healer(tok, tok.vocab_size)  # the engine heals a prefix ending in a word or a space
+    examples = []
+    for p, m, s in EXAMPLES:
+        pre, heal = healer.split(tok.encode(p))
+        examples.append((pre, tok.encode(heal + m), tok.encode(s), ""))
     assert all(len(m) < K for _, m, _, _ in examples)
     torch.manual_seed(0)
     torch.set_num_threads(1)  # a tiny model: more threads only contend with the engines under test
@@ -114,3 +119,13 @@ def test_batched_requests_get_their_own_answers(sampler):
     assert out[1] is None
     assert out[0].completions[0].text == EXAMPLES[0][1]
     assert out[2].completions[0].text == EXAMPLES[2][1]
+
+
+def test_sampler_finishes_a_word_the_user_is_typing(sampler):
+    # memorized: "for item in items:\n    " -> "print(item)"; the cursor is now after "pri"
+    r = sampler.infill(InfillParams(prefix="for item in items:\n    pri", suffix="\nprint('done')\n",
+                                    max_tokens=16, budget_ms=10_000))
+    assert r.completions[0].text == "nt(item)"
+    plain = sampler.infill(InfillParams(prefix="for item in items:\n    ", suffix="\nprint('done')\n",
+                                        max_tokens=16, budget_ms=10_000))
+    assert plain.completions[0].text == "print(item)"
