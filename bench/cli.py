@@ -90,9 +90,9 @@ def cmd_quality(args) -> int:
         outcomes = score(tasks, generations, timeout=args.timeout, workers=args.workers)
         summary = summarize(outcomes)
         result["settings"].append({"label": name, "summary": summary, "outcomes": outcomes_json(outcomes)})
-        rows += [[name, kind, m["tasks"], m["exact"], m["exact_ws"], m["executable"], m["pass@1"], m["timeouts"], m["ms_mean"]]
+        rows += [[name, kind, m["tasks"], m["exact"], m["exact_ws"], m["edit_sim"], m["executable"], m["pass@1"], m["timeouts"], m["ms_mean"]]
                  for kind, m in summary.items()]
-    print(table(["decoder", "kind", "tasks", "exact %", "exact-ws %", "executable", "pass@1 %", "timeouts", "ms mean"], rows))
+    print(table(["decoder", "kind", "tasks", "exact %", "exact-ws %", "edit sim", "executable", "pass@1 %", "timeouts", "ms mean"], rows))
     _save(result, args, "quality.json")
     return 0
 

@@ -68,8 +68,8 @@ def render(result: dict) -> str:
     rows = []
     for s in result["settings"]:
         for kind, m in s["summary"].items():
-            rows.append([s["label"], kind, m["tasks"], m["exact"], m["exact_ws"], m["tokens_per_forward"], m["ms_mean"], m["ms_p50"]])
-    text = table(["decoder", "kind", "tasks", "exact %", "exact-ws %", "tokens/forward", "ms mean", "ms p50"], rows)
+            rows.append([s["label"], kind, m["tasks"], m["exact"], m["exact_ws"], m["edit_sim"], m["tokens_per_forward"], m["ms_mean"], m["ms_p50"]])
+    text = table(["decoder", "kind", "tasks", "exact %", "exact-ws %", "edit sim", "tokens/forward", "ms mean", "ms p50"], rows)
     h = result["headline"]
     if "best_within_1pt" in h:
         b = h["best_within_1pt"]

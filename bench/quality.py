@@ -1,7 +1,9 @@
-"""Score infilling completions: exact match, whitespace-normalised match, and pass@1 by execution."""
+"""Score infilling completions: exact match, whitespace-normalised match, edit similarity, and
+pass@1 by execution."""
 
 from __future__ import annotations
 
+import difflib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -29,6 +31,7 @@ class Outcome:
     completion: str
     exact: bool
     exact_ws: bool
+    edit_sim: float  # 0..100, as CodeXGLUE and CrossCodeEval report it next to exact match
     passed: bool | None  # None: the task has no test
     status: str  # "passed", "failed", "timeout" or "no test"
     detail: str
@@ -39,6 +42,12 @@ class Outcome:
 
 def normalise_ws(text: str) -> str:
     return " ".join(text.split())
+
+
+def edit_similarity(a: str, b: str) -> float:
+    """100 * (1 - normalised edit distance), approximated by difflib's matching-blocks ratio (the
+    pure-Python fuzz.ratio): partial credit where exact match gives none."""
+    return 100.0 * difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() if a or b else 100.0
 
 
 def task_kind(task: dict) -> str:
@@ -73,6 +82,7 @@ def score(tasks: list[dict], generations: list[Generation], timeout: float = 10.
         return Outcome(
             task_id=task["task_id"], kind=task_kind(task), completion=gen.text,
             exact=gen.text == expected, exact_ws=normalise_ws(gen.text) == normalise_ws(expected),
+            edit_sim=edit_similarity(gen.text, expected),
             passed=passed, status=status, detail=detail, ms=gen.ms, tokens=gen.tokens, forwards=gen.forwards,
         )
 
@@ -95,6 +105,7 @@ def summarize(outcomes: list[Outcome]) -> dict[str, dict]:
             "tasks": len(group),
             "exact": 100.0 * sum(o.exact for o in group) / len(group),
             "exact_ws": 100.0 * sum(o.exact_ws for o in group) / len(group),
+            "edit_sim": sum(o.edit_sim for o in group) / len(group),
             "executable": len(executed),
             "pass@1": 100.0 * sum(o.passed for o in executed) / len(executed) if executed else None,
             "timeouts": sum(o.status == "timeout" for o in group),

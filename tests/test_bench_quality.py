@@ -36,6 +36,8 @@ def test_scores_exact_whitespace_and_pass_at_1():
     assert s["all"]["tasks"] == 3 and s["all"]["executable"] == 2
     assert s["all"]["exact"] == pytest.approx(100 / 3) and s["all"]["exact_ws"] == pytest.approx(200 / 3)
     assert s["all"]["pass@1"] == pytest.approx(50.0)
+    assert add.edit_sim == 100.0  # "min(xs)" vs "max(xs)": "m" and "(xs)" match, 2 * 5 of 14 chars
+    assert big.edit_sim == pytest.approx(100 * 10 / 14) and s["all"]["edit_sim"] < 100.0
     assert s["single_line"]["tasks"] == 2 and s["single_line"]["pass@1"] == 0.0
 
 
