@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from .decoders import autoregressive_completer, diffusion_completer
-from .quality import generate_all, score, summarize
+from .quality import generate_all, outcomes_json, score, summarize
 from .report import table
 
 ONE_PER_STEP = 1.01  # above any confidence: the sampler commits exactly one token per step
@@ -31,7 +31,8 @@ def run_decode(tasks: list[dict], sampler, thresholds: list[float], ar_decoder=N
         name = "autoregressive" if threshold is None else label(threshold)
         generations = generate_all(tasks, complete, progress(name))
         outcomes = score(tasks, generations, run_tests=False)
-        settings.append({"decoder": decoder, "threshold": threshold, "label": name, "summary": summarize(outcomes)})
+        settings.append({"decoder": decoder, "threshold": threshold, "label": name, "summary": summarize(outcomes),
+                         "outcomes": outcomes_json(outcomes)})
     return {"settings": settings, "headline": headline(settings)}
 
 
