@@ -72,9 +72,7 @@ class AutoregressiveDecoder:
         while True:
             last = logits[0, -1]
             if heal:  # still writing the given-back text: only tokens that agree with it
-                keep = torch.zeros(last.shape[-1], dtype=torch.bool, device=last.device)
-                keep[list(self.healer.allowed(heal))] = True
-                last = last.masked_fill(~keep, -math.inf)
+                last = last.masked_fill(self.healer.blocked(heal, last.shape[-1], last.device), -math.inf)
             token, p = self._pick(last, temperature, generator)
             if heal:
                 heal = self.healer.advance(heal, token)

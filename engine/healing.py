@@ -43,6 +43,7 @@ class Healer:
         for i, t in texts.items():
             self._by_text.setdefault(t, []).append(i)
         self.decode = tokenizer.decode
+        self._masks: dict = {}
 
     def split(self, ids: list[int]) -> tuple[list[int], str]:
         kept, heal = split_tail(ids, self.decode)
@@ -57,6 +58,21 @@ class Healer:
         for j in range(1, len(rest)):
             ids.extend(self._by_text.get(rest[:j], ()))
         return tuple(sorted(ids))
+
+    def blocked(self, rest: str, size: int, device) -> "torch.Tensor":
+        """(size,) bool: True for the tokens that may not come next (cached: a whole vocabulary
+        per keystroke would cost more than the model on a large tokenizer)."""
+        key = (rest, size, str(device))
+        if (mask := self._masks.get(key)) is None:
+            import torch
+
+            mask = torch.ones(size, dtype=torch.bool)
+            mask[list(self.allowed(rest))] = False
+            mask = mask.to(device)
+            if len(self._masks) >= 64:
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[key] = mask
+        return mask
 
     def advance(self, rest: str, token: int) -> str:
         """What is left to write of `rest` after `token`."""

@@ -248,9 +248,8 @@ class Sampler:
             first_col = {}
             for i in healing:
                 c = int(torch.searchsorted(cols, frontier[i].nonzero()[0, 0]))
-                keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=self.device)
-                keep[list(self.healer.allowed(rows[st.live[i]].rest))] = True
-                logits[i, c] = logits[i, c].masked_fill(~keep, -math.inf)
+                blocked = self.healer.blocked(rows[st.live[i]].rest, logits.shape[-1], self.device)
+                logits[i, c] = logits[i, c].masked_fill(blocked, -math.inf)
                 first_col[i] = c
             token_c, prob_c = self.backend.confidence(logits, temperature=temp)
             slots = st.ids[:, P:P + K]

@@ -43,3 +43,10 @@ def test_allowed_tokens_agree_with_the_text_left(tok, healer):
     assert healer.advance(rest, tok.encode(" call")[0]) == "bac"
     assert healer.advance("bac", tok.encode("back")[0]) == ""
 
+
+
+def test_blocked_mask_is_the_complement_of_allowed_and_cached(tok, healer):
+    mask = healer.blocked(" sy", tok.vocab_size, "cpu")
+    assert mask.shape == (tok.vocab_size,)
+    assert sorted((~mask).nonzero().flatten().tolist()) == list(healer.allowed(" sy"))
+    assert healer.blocked(" sy", tok.vocab_size, "cpu") is mask
