@@ -244,13 +244,14 @@ class Sampler:
             logits = logits[..., : self.tok.vocab_size]
             logits[..., self.banned] = -math.inf  # never propose a mask (or a pad) as content
             frontier = st.masked & (st.masked.long().cumsum(1) == 1)
-            healing = [i for i, r in enumerate(st.live) if rows[r].rest]
-            first_col = {}
-            for i in healing:
-                c = int(torch.searchsorted(cols, frontier[i].nonzero()[0, 0]))
-                blocked = self.healer.blocked(rows[st.live[i]].rest, logits.shape[-1], self.device)
-                logits[i, c] = logits[i, c].masked_fill(blocked, -math.inf)
-                first_col[i] = c
+            heal_at = {}  # batch row still writing given-back text -> its first masked slot
+            for i, r in enumerate(st.live):
+                if rows[r].rest:
+                    f = int(frontier[i].nonzero()[0, 0])
+                    c = int(torch.searchsorted(cols, f))  # that slot's column in the logits
+                    blocked = self.healer.blocked(rows[r].rest, logits.shape[-1], self.device)
+                    logits[i, c] = logits[i, c].masked_fill(blocked, -math.inf)
+                    heal_at[i] = f
             token_c, prob_c = self.backend.confidence(logits, temperature=temp)
             slots = st.ids[:, P:P + K]
             token = slots.clone()
@@ -262,12 +263,11 @@ class Sampler:
             # middle before the model has written it.
             prob = torch.where((token == self.cfg.eom_token_id) & ~frontier, 0.0, prob)
             chosen = prob.clone()  # the probabilities recorded; `prob` below only drives the commit
-            for i in healing:
+            for i, f in heal_at.items():
                 # a healing row commits its first masked slot (2.0: above any threshold), and other
                 # slots only once that token finishes the given-back text
-                f = int(cols[first_col[i]])
-                done = self.healer.advance(rows[st.live[i]].rest, int(token[i, f])) == ""
-                prob[i] = prob[i] if done else 0.0
+                if self.healer.advance(rows[st.live[i]].rest, int(token[i, f])):
+                    prob[i] = 0.0
                 prob[i, f] = 2.0
 
             now = time.monotonic()
@@ -288,10 +288,10 @@ class Sampler:
             committed = before & ~cand
             st.masked &= ~committed
             st.logprob = torch.where(committed, chosen.clamp_min(1e-12).log(), st.logprob)
-            for i in healing:
-                if committed[i, cols[first_col[i]]]:
+            for i, f in heal_at.items():
+                if committed[i, f]:
                     row = rows[st.live[i]]
-                    row.rest = self.healer.advance(row.rest, int(slots[i, cols[first_col[i]]]))
+                    row.rest = self.healer.advance(row.rest, int(slots[i, f]))
 
             # settled rows (no mask before the first terminal token) leave the batch
             cand = st.candidates(self.cfg.eom_token_id, self.newline_ids)
