@@ -23,14 +23,14 @@ FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_
 class AutoregressiveDecoder:
     """Same call shape as `Sampler.infill`, so the bench can swap one for the other."""
 
-    def __init__(self, loaded, max_prefix_tokens: int = 192, max_suffix_tokens: int = 64, token_healing: bool = True):
+    def __init__(self, loaded, max_prefix_tokens: int = 128, max_suffix_tokens: int = 48, token_healing: bool = True):
         if not loaded.config.causal:
             raise ValueError(f"{loaded.path} is not a causal model (config.json has causal=false)")
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
-        # The same context window as the diffusion Sampler's defaults, so the comparison is fair.
+        # The diffusion Sampler's context window (and training's), so the comparison is fair.
         self.max_prefix, self.max_suffix = max_prefix_tokens, max_suffix_tokens
         self.fim_prefix, self.fim_suffix, self.fim_middle = (self._special_id(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE))
         self.healer = Healer(self.tokenizer, loaded.config.vocab_size) if token_healing else None

@@ -33,6 +33,12 @@ def decoder(tmp_path_factory):
     return AutoregressiveDecoder(load_model(tiny_model_dir(tmp_path_factory.mktemp("ar")), device="cpu"))
 
 
+def test_context_window_is_the_samplers(decoder):
+    from mercury_engine.sampler import Sampler
+
+    assert (decoder.max_prefix, decoder.max_suffix) == (Sampler(decoder.loaded).max_prefix, Sampler(decoder.loaded).max_suffix)
+
+
 def test_prompt_is_suffix_prefix_middle(decoder):
     ids, heal = decoder.prompt_ids("def f(x):\n    return ", "\n\nx = 1\n")
     tok = decoder.tokenizer
@@ -45,11 +51,12 @@ def test_prompt_is_suffix_prefix_middle(decoder):
 
 
 def test_long_context_keeps_text_nearest_the_cursor(decoder):
+    saved = decoder.max_prefix, decoder.max_suffix
     decoder.max_prefix, decoder.max_suffix = 30, 10
     try:
         ids, heal = decoder.prompt_ids("x = [1, 2, 3]\n" * 50 + "HEAD", "TAIL" + "for i in range(10):\n" * 50)
     finally:
-        decoder.max_prefix, decoder.max_suffix = 192, 64
+        decoder.max_prefix, decoder.max_suffix = saved
     assert len(ids) + len(decoder.tokenizer.encode(heal)) == 30 + 10 + 3
     text = decoder.tokenizer.decode(ids) + heal
     assert "TAIL" in text and "HEAD" in text
