@@ -46,6 +46,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+def math_attention(q, k, v, mask):
+    """Attention as three plain ops: in bf16 on a CPU (training under autocast) this is about 3x
+    faster than torch's CPU flash kernel, forward and backward, at these short lengths."""
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.float().softmax(-1).to(v.dtype) @ v
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -68,7 +77,10 @@ class Attention(nn.Module):
         if self.n_kv != self.n_head:
             k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if q.device.type == "cpu" and (q.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")):
+            y = math_attention(q, k, v, mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, L, -1)), new_kv
 
 
@@ -129,7 +141,8 @@ class Transformer(nn.Module):
         positions: torch.Tensor | None = None,  # (B, L) rotary positions; default 0..L-1
         key_valid: torch.Tensor | None = None,  # (B, P+L) bool: which keys may be attended (past first)
         past_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,  # per layer (B, n_kv, P, D)
-        out_idx: torch.Tensor | None = None,  # (B, K) positions whose logits are wanted; default all
+        out_idx: torch.Tensor | None = None,  # (B, K) positions whose logits are wanted, or (N,)
+        # indices into the flattened (B * L) positions (training: only where there is loss); default all
         return_kv: bool = False,
     ):
         B, L = input_ids.shape
@@ -143,7 +156,9 @@ class Transformer(nn.Module):
             x, kv = layer(x, cos, sin, mask, None if past_kv is None else past_kv[i])
             if return_kv:
                 kvs.append(kv)
-        if out_idx is not None:
+        if out_idx is not None and out_idx.dim() == 1:
+            x = x.flatten(0, 1)[out_idx]
+        elif out_idx is not None:
             x = x.gather(1, out_idx[..., None].expand(-1, -1, x.shape[-1]))
         logits = self.lm_head(self.model.norm(x))
         return (logits, kvs) if return_kv else logits

@@ -46,7 +46,7 @@ def memorized_model_dir(tiny_model_dir, tmp_path_factory):
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
     rng = np.random.default_rng(0)
     for _ in range(300):
-        loss, _, _ = batch_loss(model, diffusion_batch(examples * 4, K, rng, 2, 0, 1), "cpu", causal=False)
+        loss, _, _ = batch_loss(model, diffusion_batch(examples * 4, K, rng, 2, 0, 1), "cpu")
         loss.backward()
         opt.step()
         opt.zero_grad()
