@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .config import ModelConfig
 from .corpus import prepare, read_texts
 from .infill_data import CANVAS_SIZES, ExampleSource
-from .loader import resolve_device, save_model
+from .loader import bf16_is_fast, resolve_device, save_model
 from .model import Transformer
 from .tokenizer import Tokenizer
 
@@ -161,11 +161,6 @@ def evaluate(model, groups, device, causal: bool, mask: int, eom: int, pad: int)
             total, count = total + s, count + c
     model.train()
     return total / max(count, 1)
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """bf16 matmuls are about 2.5x fp32 on CPUs with AVX-512 BF16 (measured on this EPYC), slower elsewhere."""
-    return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def keep_freed_memory() -> None:

@@ -310,9 +310,10 @@ async def test_accepting_a_suggestion_finds_the_next_one_prefetched(client: Lang
         while s["prefetch_pending"]:
             await asyncio.sleep(0.05)
             s = await stats(client)
-        assert s["prefetch_calls"] >= 1
         if not s["prefetched"]:
-            continue  # the noise after this suggestion was post-processed away: try another
+            # no prefetch for a suggestion that replaces closing characters or whose next position
+            # is cached already, or the noise after it was post-processed away: try another
+            continue
         # Accept: the editor inserts the suggestion and asks again at the new cursor.
         accepted = result.items[0].insert_text
         client.text_document_did_change(
