@@ -68,14 +68,16 @@ def load_model(model_dir: str | Path | None = None, device: str = "auto", dtype:
     return LoadedModel(model, tok, cfg, dev, path)
 
 
-def save_model(model: Transformer, tokenizer_json: str | Path, out_dir: str | Path, card: dict | None = None) -> None:
-    """Write a folder `load_model` reads: config.json, model.safetensors, tokenizer.json (+ card)."""
+def save_model(model: Transformer, tokenizer_json: str | Path, out_dir: str | Path, card: dict | None = None,
+               dtype: torch.dtype | None = None) -> None:
+    """Write a folder `load_model` reads: config.json, model.safetensors (in `dtype`, default the
+    model's own), tokenizer.json (+ card)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.config.save(out / "config.json")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     tmp = out / "model.safetensors.tmp"

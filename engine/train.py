@@ -37,6 +37,7 @@ SIZES = {  # name: (hidden, layers, heads, kv heads, mlp)
 }
 FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = 3, 4, 5
 MIN_T = 0.05
+SHIPPED_MAX_BYTES = 28 << 20  # weights of the bundled model (with its 0.5 MB tokenizer, under 30 MB)
 
 
 def make_config(size: str, vocab: int, causal: bool) -> ModelConfig:
@@ -325,5 +326,8 @@ def export(model, tok_path, out_dir, args, manifest, state, device, use_amp: boo
         "heldout_loss": state["best"], "history": state["history"][-20:],
         "command": "mercury-engine train " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]),
     }
-    save_model(model, tok_path, out_dir, card)
+    # a model that could ship must fit the cap: larger ones (a GPU run's `base`) are saved in bf16
+    dtype = torch.bfloat16 if 4 * model.num_parameters() > SHIPPED_MAX_BYTES else torch.float32
+    card["weights_dtype"] = str(dtype).removeprefix("torch.")
+    save_model(model, tok_path, out_dir, card, dtype=dtype)
     (Path(out_dir) / "training_card.json").write_text(json.dumps(card, indent=2) + "\n")

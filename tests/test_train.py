@@ -97,6 +97,21 @@ def small_data_dir(tmp_path_factory) -> Path:
     return data
 
 
+def test_a_model_over_the_size_cap_is_saved_in_bf16(tmp_path):
+    from mercury_engine.loader import load_model, save_model
+    from mercury_engine.train import make_config
+
+    train_tokenizer(read_texts([{"path": str(STDLIB / "textwrap.py")}]), 300, tmp_path / "tokenizer.json")
+    model = Transformer(make_config("tiny", 300, causal=False))
+    save_model(model, tmp_path / "tokenizer.json", tmp_path / "fp32")
+    save_model(model, tmp_path / "tokenizer.json", tmp_path / "bf16", dtype=torch.bfloat16)
+    sizes = [(tmp_path / d / "model.safetensors").stat().st_size for d in ("fp32", "bf16")]
+    assert sizes[1] < 0.6 * sizes[0]
+    loaded = load_model(tmp_path / "bf16", device="cpu", dtype=torch.float32)
+    want = model.model.embed_tokens.weight.bfloat16().float()
+    assert torch.equal(loaded.model.model.embed_tokens.weight, want)
+
+
 def run_train(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "mercury_engine.cli", "train", *args], env=env,
@@ -119,6 +134,7 @@ def test_train_exports_resumes_and_the_engine_loads_it(small_data_dir, tmp_path)
     assert 0 < card["tokens_seen"] <= state["tokens"]
     assert card["heldout_loss"] == min(h["heldout_loss"] for h in state["history"])
     assert card["data"]["files"] == {"train": len(TRAIN_FILES), "heldout": len(HELDOUT_FILES)}
+    assert card["weights_dtype"] == "float32"  # a tiny model is far under the shipped-size cap
     for key in ("parameters", "device", "precision", "train_minutes", "heldout_loss", "command"):
         assert key in card
     history = state["history"]
