@@ -12,7 +12,6 @@ only at the slots. Causal mode trains the same architecture on suffix-prefix-mid
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -85,11 +84,11 @@ def lm_batch(windows: np.ndarray, rng: np.random.Generator, mask: int, causal: b
     B, L = windows.shape
     ids = windows.astype(np.int64)
     if causal:
-        rows, cols = np.nonzero(np.ones((B, L - 1), dtype=bool))
+        out_idx = (np.arange(B)[:, None] * L + np.arange(L - 1)).ravel()  # every position but the last
         return {
             "ids": torch.from_numpy(ids), "valid": None, "positions": None,
-            "out_idx": torch.from_numpy(rows * L + cols), "target": torch.from_numpy(ids[rows, cols + 1]),
-            "weight": torch.ones(len(rows)), "norm": len(rows),
+            "out_idx": torch.from_numpy(out_idx), "target": torch.from_numpy(ids[:, 1:].ravel()),
+            "weight": torch.ones(len(out_idx)), "norm": len(out_idx),
         }
     t = rng.uniform(MIN_T, 1.0, size=B)
     masked = rng.random((B, L)) < t[:, None]
@@ -329,5 +328,4 @@ def export(model, tok_path, out_dir, args, manifest, state, device, use_amp: boo
     # a model that could ship must fit the cap: larger ones (a GPU run's `base`) are saved in bf16
     dtype = torch.bfloat16 if 4 * model.num_parameters() > SHIPPED_MAX_BYTES else torch.float32
     card["weights_dtype"] = str(dtype).removeprefix("torch.")
-    save_model(model, tok_path, out_dir, card, dtype=dtype)
-    (Path(out_dir) / "training_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    save_model(model, tok_path, out_dir, card, dtype=dtype)  # writes the card beside the weights

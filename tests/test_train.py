@@ -97,7 +97,7 @@ def small_data_dir(tmp_path_factory) -> Path:
     return data
 
 
-def test_a_model_over_the_size_cap_is_saved_in_bf16(tmp_path):
+def test_save_model_in_bf16_halves_the_weights_and_loads_back(tmp_path):
     from mercury_engine.loader import load_model, save_model
     from mercury_engine.train import make_config
 
