@@ -45,7 +45,8 @@ def frontier(result: dict, out: Path, kind: str = "all") -> Path | None:
     for ax in (left, right):
         ax.set_ylabel(f"exact match % ({kind})")
         ax.grid(alpha=0.3)
-    fig.suptitle("diffusion threshold frontier (blue) vs autoregressive baseline (red)")
+    has_ar = any(s["decoder"] == "autoregressive" for s in result["settings"])
+    fig.suptitle("diffusion threshold frontier (blue)" + (" vs autoregressive baseline (red)" if has_ar else ""))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

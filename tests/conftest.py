@@ -6,7 +6,8 @@ ids 0, 1, 2 as engine/tokenizer.py expects. It makes engine tests fast; its comp
 
 `engine` (session): the socket path of a ready engine serving that model on the CPU.
 `start_engine` (function): starts extra engines with their own flags (idle timeout, shutdown...);
-every engine a test starts is stopped at the end of that test.
+every engine a test starts is stopped at the end of that test. Engines that a language server
+under test spawned detached (they idle 30 minutes by design) are stopped when the session ends.
 """
 
 from __future__ import annotations
@@ -23,6 +24,30 @@ from pathlib import Path
 import pytest
 
 ENGINE_START_TIMEOUT = 120.0  # generous: the machine is shared and torch takes seconds to import
+# Inherited by every process the tests start, so the session can find the engines it left behind.
+SESSION_MARK = f"MERCURY_TEST_SESSION={os.getpid()}"
+os.environ["MERCURY_TEST_SESSION"] = str(os.getpid())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_leftover_engines():
+    yield
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or not ours
+        if SESSION_MARK.encode() in env and b"serve" in argv and any(b"engine" in a for a in argv):
+            try:
+                os.kill(int(entry.name), signal.SIGTERM)
+            except OSError:
+                pass
 
 
 @pytest.fixture(scope="session")
