@@ -167,8 +167,9 @@ def keep_freed_memory() -> None:
     """Ask glibc to keep freed memory instead of returning it to the OS: every training step frees
     and reallocates the same ~100 MB blocks of logits and activations, and getting them back from
     the kernel page by page cost a third of each CPU step (1.33 s -> 0.92 s here). The cost is
-    resident memory: up to 256 MB kept free, and a heap that fragments (a 105-minute run with 1 GB
-    limits grew to 10 GB; untuned, a short run peaks at 3.6 GB, with these limits 4.4 GB)."""
+    resident memory: up to 256 MB kept free, and a heap that fragments (untuned, a short run peaks
+    at 3.6 GB, with these limits 4.4 GB; a 123-minute resumed run with them still grew from 5.5 to
+    14.3 GB, so the growth has another cause, not found yet)."""
     try:
         import ctypes
 
