@@ -105,7 +105,7 @@ def cmd_decode(args) -> int:
     tasks, files = load_task_files(args.tasks, args.limit)
     sampler, loaded = load_diffusion(args.model, args.device, context_cache=not args.no_context_cache)
     ar = load_autoregressive(args.ar_model, args.device) if args.ar_model else None
-    result = run_decode(tasks, sampler, args.thresholds, ar, args.max_tokens)
+    result = run_decode(tasks, sampler, args.thresholds, ar, args.max_tokens, ablate_copy_prior=args.ablate_copy_prior)
     result.update(task_files=files, model=str(loaded.path), device=str(loaded.device), ar_model=args.ar_model,
                   context_cache=not args.no_context_cache)
     print(render(result))
@@ -169,6 +169,8 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated; above 1 means one token per step (default 0.5,0.7,0.9,1.01)")
     p.add_argument("--no-context-cache", action="store_true",
                    help="recompute the whole canvas at every step (to measure what the context cache saves)")
+    p.add_argument("--ablate-copy-prior", action="store_true",
+                   help="also run every threshold with the context copy prior off (to measure what it adds)")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("tasks", help="build the held-out infilling tasks")

@@ -22,24 +22,35 @@ def progress(name: str):
     return show
 
 
-def run_decode(tasks: list[dict], sampler, thresholds: list[float], ar_decoder=None, max_tokens: int | None = None) -> dict:
+def run_decode(tasks: list[dict], sampler, thresholds: list[float], ar_decoder=None, max_tokens: int | None = None,
+               ablate_copy_prior: bool = False) -> dict:
+    """`ablate_copy_prior`: every threshold once more with the sampler's context copy prior off
+    (copying.py), in the same run, so the two can be compared as a ratio."""
     settings = []
-    runs = [("diffusion", t, diffusion_completer(sampler, t, max_tokens)) for t in thresholds]
+    runs = [("diffusion", t, True) for t in thresholds]
+    if ablate_copy_prior:
+        runs += [("diffusion", t, False) for t in thresholds]
     if ar_decoder is not None:
-        runs.append(("autoregressive", None, autoregressive_completer(ar_decoder, max_tokens)))
-    for decoder, threshold, complete in runs:
-        name = "autoregressive" if threshold is None else label(threshold)
+        runs.append(("autoregressive", None, False))
+    for decoder, threshold, copy_prior in runs:
+        if threshold is None:
+            name, complete = "autoregressive", autoregressive_completer(ar_decoder, max_tokens)
+        else:
+            name = label(threshold) + ("" if copy_prior else ", no copy prior")
+            sampler.copy_prior = copy_prior
+            complete = diffusion_completer(sampler, threshold, max_tokens)
         generations = generate_all(tasks, complete, progress(name))
         outcomes = score(tasks, generations, run_tests=False)
-        settings.append({"decoder": decoder, "threshold": threshold, "label": name, "summary": summarize(outcomes),
-                         "outcomes": outcomes_json(outcomes)})
+        settings.append({"decoder": decoder, "threshold": threshold, "label": name, "copy_prior": copy_prior,
+                         "summary": summarize(outcomes), "outcomes": outcomes_json(outcomes)})
+    sampler.copy_prior = True
     return {"settings": settings, "headline": headline(settings)}
 
 
 def headline(settings: list[dict], kind: str = "all") -> dict:
     """The issue's goals: tokens per forward at <= 1 point exact-match loss against one token per
     step, and latency against the autoregressive baseline at equal quality (within 1 point)."""
-    diffusion = [s for s in settings if s["decoder"] == "diffusion"]
+    diffusion = [s for s in settings if s["decoder"] == "diffusion" and s.get("copy_prior", True)]
     one_step = next((s for s in diffusion if s["threshold"] > 1.0), None)
     ar = next((s for s in settings if s["decoder"] == "autoregressive"), None)
     out: dict = {}

@@ -29,7 +29,8 @@ def frontier(result: dict, out: Path, kind: str = "all") -> Path | None:
         m = s["summary"].get(kind)
         if not m:
             continue
-        style = dict(marker="s", color="tab:red") if s["decoder"] == "autoregressive" else dict(marker="o", color="tab:blue")
+        style = (dict(marker="s", color="tab:red") if s["decoder"] == "autoregressive"
+                 else dict(marker="o", color="tab:blue" if s.get("copy_prior", True) else "tab:gray"))
         left.scatter(m["ms_mean"], m["exact"], **style)
         left.annotate(s["label"], (m["ms_mean"], m["exact"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
         if s["decoder"] == "diffusion":
@@ -46,7 +47,9 @@ def frontier(result: dict, out: Path, kind: str = "all") -> Path | None:
         ax.set_ylabel(f"exact match % ({kind})")
         ax.grid(alpha=0.3)
     has_ar = any(s["decoder"] == "autoregressive" for s in result["settings"])
-    fig.suptitle("diffusion threshold frontier (blue)" + (" vs autoregressive baseline (red)" if has_ar else ""))
+    ablated = any(not s.get("copy_prior", True) for s in result["settings"] if s["decoder"] == "diffusion")
+    fig.suptitle("diffusion threshold frontier (blue)" + (", without the copy prior (gray)" if ablated else "")
+                 + (" vs autoregressive baseline (red)" if has_ar else ""))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -18,6 +18,9 @@ Token healing (healing.py): a prefix ending inside a word gives its last tokens 
 has given-back text left to write, only its first masked slot is committed, restricted to tokens
 that agree with that text.
 
+Context copy prior (copying.py): at a row's first masked slot the tokens that followed the same
+last few tokens in the prefix or suffix are mixed into the model's distribution.
+
 Budget: when the next step would pass a row's deadline, all its candidates are committed at once.
 """
 
@@ -30,7 +33,7 @@ from typing import Callable
 
 import torch
 
-from . import kernels
+from . import copying, kernels
 from .healing import Healer
 
 
@@ -81,7 +84,8 @@ class Row:
 
 class Sampler:
     def __init__(self, loaded, max_prefix_tokens: int = 128, max_suffix_tokens: int = 48,
-                 context_cache: bool = True, refresh_every: int = 0, backend=None, token_healing: bool = True):
+                 context_cache: bool = True, refresh_every: int = 0, backend=None, token_healing: bool = True,
+                 copy_prior: bool = True):
         self.model, self.tok, self.cfg, self.device = loaded.model, loaded.tokenizer, loaded.config, loaded.device
         self.max_prefix, self.max_suffix = max_prefix_tokens, max_suffix_tokens
         self.context_cache, self.refresh_every = context_cache, refresh_every
@@ -92,6 +96,7 @@ class Sampler:
         banned = {self.cfg.mask_token_id} | ({self.cfg.pad_token_id} - {self.cfg.eom_token_id})
         self.banned = torch.tensor(sorted(banned), device=self.device)
         self.healer = Healer(self.tok, self.cfg.vocab_size) if token_healing else None
+        self.copy_prior = copy_prior
         self.step_ms = 5.0  # running estimate of the next step (cached, or full without a cache)
 
     def _ids_with_newline(self) -> torch.Tensor:
@@ -252,6 +257,19 @@ class Sampler:
                     blocked = self.healer.blocked(rows[r].rest, logits.shape[-1], self.device)
                     logits[i, c] = logits[i, c].masked_fill(blocked, -math.inf)
                     heal_at[i] = f
+            if self.copy_prior:
+                for i, r in enumerate(st.live):
+                    if i in heal_at or not frontier[i].any():
+                        continue  # a healing row's first slot is already pinned to the typed text
+                    f = int(frontier[i].nonzero()[0, 0])
+                    c = int(torch.searchsorted(cols, f))
+                    if c == len(cols) or int(cols[c]) != f:
+                        continue
+                    row = rows[r]
+                    known = row.prefix + st.ids[i, P:P + f].tolist()  # every slot before f is committed
+                    found, n = copying.followers(known, [row.prefix, row.suffix])
+                    if found:
+                        logits[i, c] = copying.mix_copy(logits[i, c], found, n, self.cfg.eom_token_id)
             token_c, prob_c = self.backend.confidence(logits, temperature=temp)
             slots = st.ids[:, P:P + K]
             token = slots.clone()

@@ -53,6 +53,21 @@ def test_decode_frontier_against_one_token_per_step_and_autoregressive(tiny_mode
     assert "one token/step" in proc.stdout and "autoregressive" in proc.stdout
 
 
+def test_decode_ablates_the_copy_prior_in_the_same_run(tiny_model_dir, task_file, tmp_path):
+    out = tmp_path / "decode.json"
+    proc = bench("decode", "--model", str(tiny_model_dir), "--device", "cpu", "--tasks", str(task_file),
+                 "--thresholds", "0.9,1.01", "--max-tokens", "6", "--ablate-copy-prior", "--json", str(out),
+                 "--out-dir", str(tmp_path / "results"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    labels = {s["label"]: s["copy_prior"] for s in result["settings"]}
+    assert labels == {"threshold 0.9": True, "one token/step": True,
+                      "threshold 0.9, no copy prior": False, "one token/step, no copy prior": False}
+    # the headline compares settings that use the prior (the product's decoder) only
+    assert result["headline"]["best_within_1pt"]["label"] in ("threshold 0.9", "one token/step")
+    assert "no copy prior" in proc.stdout
+
+
 def test_quality_runs_a_model_and_the_baseline_side_by_side(tiny_model_dir, task_file, tmp_path):
     ar_dir = tiny_causal_model_dir(tmp_path)
     out = tmp_path / "quality.json"
