@@ -4,7 +4,9 @@ Cut points are chosen on characters and prefix/middle/suffix are tokenized separ
 the engine tokenizes a request, so token boundaries at the cursor look the same in training and
 in use; that includes token healing (a prefix ending inside a word gives its last tokens to the
 middle, see healing.py). Kinds: the rest of a line from a cursor inside it; one to eight whole lines from the start
-of a line's text; a random span of characters.
+of a line's text (in training up to sixteen, half of them from column 0 and half with the last
+newline: a whole body asked for from a fresh line, as the bench's multi-line tasks do); a random
+span of characters.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ class Cut:
     kind: str
 
 
-def cut_example(text: str, rng: np.random.Generator, kind: str) -> Cut | None:
+def cut_example(text: str, rng: np.random.Generator, kind: str, whole_lines: bool = False) -> Cut | None:
+    """`whole_lines` (training only; held-out examples stay as they were): half of the "lines"
+    cuts start at column 0 with the indentation in the middle, half take the last line's newline,
+    and they run up to 16 lines: a cursor on a fresh line asking for a whole body."""
     if len(text) < 20:
         return None
     if kind == "span":
@@ -50,11 +55,15 @@ def cut_example(text: str, rng: np.random.Generator, kind: str) -> Cut | None:
             end = line_end
         else:
             start, end = indent, line_end
-            for _ in range(int(rng.integers(0, 8))):
+            if whole_lines and rng.random() < 0.5:
+                start = line_start
+            for _ in range(int(rng.integers(0, 16 if whole_lines else 8))):
                 nxt = text.find("\n", end + 1)
                 if nxt < 0:
                     break
                 end = nxt
+            if whole_lines and end < len(text) and rng.random() < 0.5:
+                end += 1
     if end <= start:
         return None
     return Cut(text[max(0, start - PREFIX_CHARS) : start], text[start:end], text[end : end + SUFFIX_CHARS], kind)
@@ -63,8 +72,9 @@ def cut_example(text: str, rng: np.random.Generator, kind: str) -> Cut | None:
 class ExampleSource:
     """Draws tokenized (prefix, middle, suffix) triples from a list of texts, weighted by length."""
 
-    def __init__(self, texts: list[str], tokenizer, seed: int, max_prefix: int = 128, max_suffix: int = 48):
-        self.texts = texts
+    def __init__(self, texts: list[str], tokenizer, seed: int, max_prefix: int = 128, max_suffix: int = 48,
+                 whole_lines: bool = False):
+        self.texts, self.whole_lines = texts, whole_lines
         sizes = np.array([len(t) for t in texts], dtype=np.float64)
         self.p = sizes / sizes.sum()
         self.tok = tokenizer
@@ -79,7 +89,7 @@ class ExampleSource:
             for _ in range(2 * (n - len(out))):
                 text = self.texts[self.rng.choice(len(self.texts), p=self.p)]
                 kind = KINDS[self.rng.choice(3, p=KIND_P)]
-                if (cut := cut_example(text, self.rng, kind)) is not None:
+                if (cut := cut_example(text, self.rng, kind, self.whole_lines)) is not None:
                     cuts.append(cut)
             if not cuts:
                 continue

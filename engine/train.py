@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.load_state_dict(saved["opt"])
         state = saved["state"]
         print(f"resumed at step {state['step']}, {state['tokens'] / 1e6:.1f}M tokens", file=sys.stderr)
-    src = ExampleSource(train_texts, tok, seed=args.seed + state["step"])
+    src = ExampleSource(train_texts, tok, seed=args.seed + state["step"], whole_lines=True)
     rng = np.random.default_rng(args.seed + 7 * state["step"] + 1)
     sizes_p = np.array([1, 2, 2, 2, 1.5, 1.5, 1, 1], dtype=float)
     sizes_p /= sizes_p.sum()

@@ -176,3 +176,19 @@ def test_train_exports_resumes_and_the_engine_loads_it(small_data_dir, tmp_path)
     result = Sampler(loaded).infill(InfillParams(prefix="def f(x):\n    return ", suffix="\n", max_tokens=8,
                                                  budget_ms=5000))
     assert isinstance(result.completions[0].text, str)
+
+
+def test_training_cuts_whole_bodies_from_column_0_and_held_out_cuts_stay_as_they_were():
+    from mercury_engine.infill_data import cut_example
+
+    text = "".join(f"def f{i}(x):\n    y = x + {i}\n    return y\n\n" for i in range(40))
+    def cuts(whole_lines):
+        rng = np.random.default_rng(0)
+        return [c for c in (cut_example(text, rng, "lines", whole_lines) for _ in range(300)) if c]
+    for c in cuts(False):  # from the line's text, as before
+        assert not c.middle.startswith(" ")
+    col0 = [c for c in cuts(True) if c.prefix.endswith("\n") and c.middle.startswith("    ")]
+    newline = [c for c in cuts(True) if c.middle.endswith("\n")]
+    assert len(col0) > 50
+    assert len(newline) > 1.5 * sum(c.middle.endswith("\n") for c in cuts(False))
+    assert max(c.middle.count("\n") for c in cuts(True)) > 8
