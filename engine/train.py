@@ -12,6 +12,7 @@ only at the slots. Causal mode trains the same architecture on suffix-prefix-mid
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from .config import ModelConfig
 from .corpus import prepare, read_texts
 from .infill_data import CANVAS_SIZES, ExampleSource
-from .loader import bf16_is_fast, resolve_device, save_model
+from .loader import bf16_is_fast, load_model, resolve_device, save_model
 from .model import Transformer
 from .tokenizer import Tokenizer
 
@@ -220,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-examples", type=int, default=192)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", metavar="MODEL_DIR",
+                    help="start from a trained model folder (its architecture, weights and tokenizer), e.g. the "
+                         "bundled model, to train it further or adapt it to --data; a fresh optimizer and schedule")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the training forward and backward (minutes of compiling at the start, "
                          "then faster steps; evaluation stays eager)")
@@ -235,22 +239,44 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
 
-    manifest = prepare(args.data_dir, args.data, args.vocab, packages=args.packages)
     tok_path = Path(args.data_dir) / "tokenizer.json"
+    init = None
+    if args.init:
+        init = load_model(args.init, device="cpu", dtype=torch.float32)
+        if init.config.causal != causal:
+            ap.error(f"--init {args.init} is a {'causal' if init.config.causal else 'diffusion'} model; --mode {args.mode} asked")
+        # the corpus must be tokenized with the model's own tokenizer: seed a new data dir with it
+        init_tok = (init.path / "tokenizer.json").read_bytes()
+        if not tok_path.exists():
+            tok_path.parent.mkdir(parents=True, exist_ok=True)
+            tok_path.write_bytes(init_tok)
+        elif tok_path.read_bytes() != init_tok:
+            ap.error(f"{args.data_dir} was tokenized with another tokenizer than --init {args.init}'s; give a new --data-dir")
+    manifest = prepare(args.data_dir, args.data, args.vocab, packages=args.packages)
     tok = Tokenizer(tok_path, 0, 1, 2)
     train_texts = list(read_texts(manifest["files"]["train"]))
     held_texts = list(read_texts(manifest["files"]["heldout"]))
     groups = heldout_examples(held_texts, tok, args.eval_examples)
 
-    cfg = make_config(args.size, tok.vocab_size, causal)
-    model = Transformer(cfg).to(device)
+    if init is not None:
+        cfg, model = init.config, init.model.to(device).train()
+        dims = (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size)
+        args.size = next((name for name, d in SIZES.items() if d == dims), "as --init")
+    else:
+        cfg = make_config(args.size, tok.vocab_size, causal)
+        model = Transformer(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
     state = {"step": 0, "tokens": 0, "seconds": 0.0, "best": float("inf"), "history": []}
     ckpt = out / "checkpoint.pt"
-    if args.resume and ckpt.exists():
+    if init is not None:
+        card = init.path / "training_card.json"
+        prior = json.loads(card.read_text()) if card.exists() else {}
+        state["init"] = {"model": str(init.path.resolve()), "tokens_seen": prior.get("tokens_seen"),
+                         "heldout_loss": prior.get("heldout_loss"), "train_minutes": prior.get("train_minutes")}
+    if args.resume and ckpt.exists():  # the checkpoint holds the --init weights trained further
         saved = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["opt"])
@@ -328,6 +354,7 @@ def export(model, tok_path, out_dir, args, manifest, state, device, use_amp: boo
         "data": {"sources": manifest["sources"], "licences": manifest["licences"], "files": manifest["counts"],
                  "bytes": manifest["bytes"], "corpus_tokens": manifest["tokens"], "heldout_percent": manifest["heldout_percent"]},
         "tokens_seen": state["tokens"], "steps": state["step"], "batch": args.batch, "lr": args.lr,
+        **({"init": state["init"]} if "init" in state else {}),  # the model this run started from
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "precision": "bf16 autocast" if use_amp else "fp32",
         "threads": torch.get_num_threads(), "train_minutes": round(state["seconds"] / 60, 2),

@@ -172,6 +172,25 @@ def test_train_exports_resumes_and_the_engine_loads_it(small_data_dir, tmp_path)
     assert resumed["tokens"] >= 50000 and resumed["step"] > state["step"]
     assert [h["step"] for h in resumed["history"]][: len(history)] == [h["step"] for h in history]
 
+    # --init: a new run starts from the exported model (weights, tokenizer), not from scratch
+    adapted = tmp_path / "adapted"
+    init_from = json.loads((out / "model" / "training_card.json").read_text())
+    third = run_train("--out", str(adapted), "--data-dir", str(small_data_dir), "--init", str(out / "model"), "--batch", "8",
+                      "--threads", "1", "--eval-every", "1", "--eval-examples", "24", "--warmup", "100", "--tokens", "2000")
+    assert third.returncode == 0, third.stderr[-2000:]
+    started = torch.load(adapted / "checkpoint.pt", weights_only=False)["state"]
+    assert started["step"] < state["step"]  # a fresh schedule
+    assert abs(started["history"][0]["heldout_loss"] - init_from["heldout_loss"]) < 0.1  # where the model left off
+    assert started["history"][0]["heldout_loss"] < history[0]["heldout_loss"] - 0.5
+    init_card = json.loads((adapted / "model" / "training_card.json").read_text())["init"]
+    assert init_card["model"] == str((out / "model").resolve()) and init_card["tokens_seen"] == init_from["tokens_seen"]
+    other = tmp_path / "other-data"  # a corpus tokenized by another tokenizer cannot train this model
+    other.mkdir()
+    (other / "tokenizer.json").write_bytes((Path(__file__).parents[1] / "engine/default_model/tokenizer.json").read_bytes())
+    refused = run_train("--out", str(tmp_path / "refused"), "--data-dir", str(other), "--tokens", "1000",
+                        "--init", str(out / "model"))
+    assert refused.returncode == 2 and "another tokenizer" in refused.stderr
+
     loaded = load_model(out / "model", device="cpu")
     result = Sampler(loaded).infill(InfillParams(prefix="def f(x):\n    return ", suffix="\n", max_tokens=8,
                                                  budget_ms=5000))
