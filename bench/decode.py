@@ -6,10 +6,11 @@ from __future__ import annotations
 import sys
 
 from .decoders import autoregressive_completer, diffusion_completer
-from .quality import generate_all, outcomes_json, score, summarize
+from .quality import confidence_gate, generate_all, outcomes_json, score, summarize
 from .report import table
 
 ONE_PER_STEP = 1.01  # above any confidence: the sampler commits exactly one token per step
+GATES = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # candidate minConfidence values of the language server
 
 
 def label(threshold: float) -> str:
@@ -42,7 +43,8 @@ def run_decode(tasks: list[dict], sampler, thresholds: list[float], ar_decoder=N
         generations = generate_all(tasks, complete, progress(name))
         outcomes = score(tasks, generations, run_tests=False)
         settings.append({"decoder": decoder, "threshold": threshold, "label": name, "copy_prior": copy_prior,
-                         "summary": summarize(outcomes), "outcomes": outcomes_json(outcomes)})
+                         "summary": summarize(outcomes), "confidence_gate": confidence_gate(outcomes, GATES),
+                         "outcomes": outcomes_json(outcomes)})
     sampler.copy_prior = True
     return {"settings": settings, "headline": headline(settings)}
 
@@ -82,6 +84,12 @@ def render(result: dict) -> str:
         for kind, m in s["summary"].items():
             rows.append([s["label"], kind, m["tasks"], m["exact"], m["exact_ws"], m["edit_sim"], m["tokens_per_forward"], m["ms_mean"], m["ms_p50"]])
     text = table(["decoder", "kind", "tasks", "exact %", "exact-ws %", "edit sim", "tokens/forward", "ms mean", "ms p50"], rows)
+    first = result["settings"][0]
+    gate_rows = [[g["min_confidence"], f"{g['shown']}/{g['shown'] + g['hidden']}", g["exact_shown"], g["edit_sim_shown"],
+                  g["exact_hidden"], g["edit_sim_hidden"]] for g in first.get("confidence_gate", [])]
+    if gate_rows:
+        text += f"\n\nhiding completions below a confidence ({first['label']}; the language server's minConfidence):\n"
+        text += table(["min confidence", "shown", "exact % shown", "edit sim shown", "exact hidden", "edit sim hidden"], gate_rows)
     h = result["headline"]
     if "best_within_1pt" in h:
         b = h["best_within_1pt"]

@@ -27,7 +27,8 @@ def _completer(decoder, threshold: float, max_tokens: int | None) -> Callable[[d
         result = decoder.infill(params)
         ms = (time.perf_counter() - start) * 1000
         best = result.completions[0] if result.completions else None
-        return Generation(text=best.text if best else "", ms=ms, tokens=best.tokens if best else 0, forwards=result.forwards)
+        return Generation(text=best.text if best else "", ms=ms, tokens=best.tokens if best else 0, forwards=result.forwards,
+                          confidence=best.confidence if best else 0.0)
 
     return complete
 

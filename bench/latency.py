@@ -30,6 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--budget-ms", type=float, default=250.0, help="latency budget given to the language server (default %(default)s)")
     p.add_argument("--pause-ms", type=float, default=30.0, help="think time after each answer, before the next keystroke (default %(default)s)")
     p.add_argument("--trigger", choices=["automatic", "invoked"], default="automatic")
+    p.add_argument("--min-confidence", type=float, help="the language server's minConfidence (default: its own default)")
     p.add_argument("--warmup", type=int, default=5, help="untimed requests first (default %(default)s)")
     p.add_argument("--socket", help="use the engine already serving this socket (default: start one)")
     p.add_argument("--lsp-command", help="command that starts the language server on stdio (default: mercury-lsp --stdio)")
@@ -60,6 +61,8 @@ def items_of(result) -> list:
 
 async def run_session(socket_path, tasks: list[dict], args, log=lambda m: None) -> dict:
     options = {"mercury": {"engineSocket": str(socket_path), "engineAutostart": False, "budgetMs": args.budget_ms}}
+    if args.min_confidence is not None:
+        options["mercury"]["minConfidence"] = args.min_confidence
     client = await LspClient.start(lsp_command(args.lsp_command), stderr=asyncio.subprocess.DEVNULL)
     samples: list[dict] = []
     trigger = AUTOMATIC if args.trigger == "automatic" else INVOKED
@@ -151,7 +154,8 @@ def render(summary: dict) -> str:
     lsp = summary.get("language_server") or {}
     if lsp:
         lines.append("language server: " + ", ".join(f"{k} {lsp[k]}" for k in
-                     ("requests", "served", "empty", "cache_hits", "typed_through", "engine_calls", "engine_errors", "superseded") if k in lsp))
+                     ("requests", "served", "empty", "cache_hits", "typed_through", "engine_calls", "engine_errors", "low_confidence",
+                      "superseded") if k in lsp))
     for message, count in list((summary.get("server_log") or {}).items())[:3]:
         lines.append(f"server log, {count}x: {message[:160]}")
     return "\n".join(lines)

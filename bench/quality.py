@@ -22,6 +22,7 @@ class Generation:
     ms: float = 0.0
     tokens: int = 0
     forwards: int = 0
+    confidence: float | None = None  # the engine's: geometric mean of the committed tokens' probabilities
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Outcome:
     ms: float
     tokens: int
     forwards: int
+    confidence: float | None = None
 
 
 def normalise_ws(text: str) -> str:
@@ -84,6 +86,7 @@ def score(tasks: list[dict], generations: list[Generation], timeout: float = 10.
             exact=gen.text == expected, exact_ws=normalise_ws(gen.text) == normalise_ws(expected),
             edit_sim=edit_similarity(gen.text, expected),
             passed=passed, status=status, detail=detail, ms=gen.ms, tokens=gen.tokens, forwards=gen.forwards,
+            confidence=gen.confidence,
         )
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -116,6 +119,23 @@ def summarize(outcomes: list[Outcome]) -> dict[str, dict]:
             "tokens_per_forward": sum(o.tokens for o in group) / forwards if forwards else None,
         }
     return summary
+
+
+def confidence_gate(outcomes: list[Outcome], gates: list[float]) -> list[dict]:
+    """What a client that hides completions below a confidence (the language server's
+    minConfidence) would show: the share kept and how good those are, against what it hides."""
+    rows = []
+    for gate in gates:
+        shown = [o for o in outcomes if o.confidence is not None and o.confidence >= gate]
+        hidden = [o for o in outcomes if o.confidence is not None and o.confidence < gate]
+        rows.append({
+            "min_confidence": gate, "shown": len(shown), "hidden": len(hidden),
+            "exact_shown": 100.0 * sum(o.exact for o in shown) / len(shown) if shown else None,
+            "edit_sim_shown": sum(o.edit_sim for o in shown) / len(shown) if shown else None,
+            "exact_hidden": sum(o.exact for o in hidden),
+            "edit_sim_hidden": sum(o.edit_sim for o in hidden) / len(hidden) if hidden else None,
+        })
+    return rows
 
 
 def outcomes_json(outcomes: list[Outcome]) -> list[dict]:

@@ -91,9 +91,12 @@ class MercuryServer(LanguageServer):
 
     def apply_settings(self, options) -> None:
         before = {k: getattr(self.settings, k) for k in ENGINE_SETTINGS}
+        min_confidence = self.settings.min_confidence
         for problem in self.settings.update(options):
             self.log(problem, types.MessageType.Warning)
         after = {k: getattr(self.settings, k) for k in ENGINE_SETTINGS}
+        if self.settings.min_confidence != min_confidence:
+            self.cache.clear()  # it remembers hidden answers as empty ones
         if self.engine is not None and before != after:
             old, self.engine = self.engine, None
             asyncio.get_running_loop().create_task(old.close())
@@ -200,9 +203,9 @@ class MercuryServer(LanguageServer):
 
     async def ask_engine(self, ctx: Context, budget_ms: float, abandon: asyncio.Event, quiet: bool = False) -> Suggestion | None:
         """One engine round trip within `budget_ms`, post-processed and cached (an empty answer
-        too); None when nothing is left of it, or (with one log line) when the engine is not ready,
-        slow or wrong, or the request was abandoned. `quiet`: a prefetch, kept out of the request
-        counters and the log."""
+        too); None when nothing is left of it, when the model is less sure than minConfidence, or
+        (with one log line) when the engine is not ready, slow or wrong, or the request was
+        abandoned. `quiet`: a prefetch, kept out of the request counters and the log."""
         if self.engine is None:
             self.start_engine()
         params = {
@@ -222,9 +225,12 @@ class MercuryServer(LanguageServer):
                 if not quiet:
                     self.stats.superseded += 1
                 return None
-            raw = result["completions"][0]["text"]
+            best = result["completions"][0]
+            raw, confidence = best["text"], best.get("confidence", 1.0)
             if not isinstance(raw, str):
                 raise EngineError(f"unexpected engine result: text is {type(raw).__name__}")
+            if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+                raise EngineError(f"unexpected engine result: confidence is {type(confidence).__name__}")
         except (EngineError, KeyError, IndexError, TypeError) as e:
             if not quiet:
                 self.stats.engine_errors += 1
@@ -232,6 +238,12 @@ class MercuryServer(LanguageServer):
             return None
         if not quiet:
             self.stats.engine_ms.append((time.monotonic() - sent) * 1000)
+        if confidence < self.settings.min_confidence:
+            # A guess the model itself doubts is mostly noise: nothing beats a wrong ghost text.
+            if not quiet:
+                self.stats.low_confidence += 1
+            self.cache.put(ctx, "")
+            return None
         sug = postprocess(raw, ctx)
         if sug is not None or not result.get("truncated"):  # a rushed empty answer may not repeat
             self.cache.put(ctx, sug.text if sug else "")

@@ -22,6 +22,7 @@ class Stats:
     typed_through: int = 0  # served from the cache after the user typed part of a suggestion
     engine_calls: int = 0
     engine_errors: int = 0  # engine not ready, down, slow or answering an error
+    low_confidence: int = 0  # engine answers hidden because their confidence was under minConfidence
     superseded: int = 0  # dropped because a newer request for the same document arrived
     cancelled: int = 0  # cancelled by the client ($/cancelRequest)
     prefetch_calls: int = 0  # engine requests for the position after an acceptance
@@ -46,6 +47,7 @@ class Stats:
             "typed_through": self.typed_through,
             "engine_calls": self.engine_calls,
             "engine_errors": self.engine_errors,
+            "low_confidence": self.low_confidence,
             "superseded": self.superseded,
             "cancelled": self.cancelled,
             "prefetch_calls": self.prefetch_calls,

@@ -51,6 +51,13 @@ def test_decode_frontier_against_one_token_per_step_and_autoregressive(tiny_mode
     assert ar["tokens"] <= ar["forwards"] <= ar["tokens"] + 2  # one forward per token, plus the end
     assert "vs_autoregressive" in result["headline"] and "best_within_1pt" in result["headline"]
     assert "one token/step" in proc.stdout and "autoregressive" in proc.stdout
+    # what a confidence gate would show: everything at 0, nothing above any confidence
+    confidences = [o["confidence"] for o in result["settings"][0]["outcomes"]]
+    gates = {g["min_confidence"]: g for g in result["settings"][0]["confidence_gate"]}
+    assert all(0 <= c <= 1 for c in confidences)
+    assert gates[0.0]["shown"] == 2 and all(g["shown"] + g["hidden"] == 2 for g in gates.values())
+    assert [g["shown"] for g in gates.values()] == [sum(c >= gate for c in confidences) for gate in gates]
+    assert "minConfidence" in proc.stdout
 
 
 def test_decode_ablates_the_copy_prior_in_the_same_run(tiny_model_dir, task_file, tmp_path):

@@ -144,7 +144,8 @@ def start_nvim(workspace: Path, tmp_path: Path, settings: dict) -> Nvim:
 def nvim_with_engine(engine, workspace: Path, tmp_path: Path):
     if MERCURY_LSP is None:
         pytest.fail("mercury-lsp is not installed in this environment")
-    settings = {"engine_socket": str(engine), "engine_autostart": False, "budget_ms": 2000, "max_tokens": 16}
+    settings = {"engine_socket": str(engine), "engine_autostart": False, "budget_ms": 2000, "max_tokens": 16,
+                "min_confidence": 0}  # the tiny random model's noise must show
     nvim = start_nvim(workspace, tmp_path, settings)
     yield nvim
     nvim.close()

@@ -107,6 +107,7 @@ def code_server(engine, tmp_path: Path):
         "mercury.engineSocket": str(engine),
         "mercury.budgetMs": 2000,  # the engine shares a slow CPU with the browser
         "mercury.maxTokens": 16,
+        "mercury.minConfidence": 0,  # the tiny random model's noise must show
         "editor.inlineSuggest.enabled": True,
         "workbench.startupEditor": "none",
         "security.workspace.trust.enabled": False,

@@ -60,7 +60,8 @@ def test_settings_accept_nested_camel_case_and_report_bad_values():
     s = Settings()
     problems = s.update({"mercury": {"budgetMs": 500, "maxTokens": 16, "debounce_ms": 0,
                                       "engineSocket": "/tmp/x.sock", "engineCommand": "python -m x",
-                                      "enabled": "yes", "max_tokens_typo": 1}})
+                                      "enabled": "yes", "max_tokens_typo": 1, "minConfidence": 0.5}})
+    assert s.min_confidence == 0.5 and Settings().min_confidence > 0  # a gate is on unless turned off
     assert s.budget_ms == 500 and s.max_tokens == 16 and s.debounce_ms == 0
     assert s.engine_socket == "/tmp/x.sock" and s.engine_command == ["python", "-m", "x"]
     assert s.enabled is True  # "yes" is not a boolean: ignored with a message
@@ -70,8 +71,8 @@ def test_settings_accept_nested_camel_case_and_report_bad_values():
 def test_settings_reject_out_of_range_and_wrong_types():
     s = Settings()
     problems = s.update({"max_tokens": 100000, "budget_ms": "fast", "model": 3, "context_chars": 10,
-                         "engine_device": "tpu"})
-    assert len(problems) == 5
+                         "engine_device": "tpu", "minConfidence": 1.5})
+    assert len(problems) == 6
     assert s == Settings()
     assert Settings().update("not a map")
     assert Settings().update(None) == []

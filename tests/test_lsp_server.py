@@ -52,6 +52,7 @@ async def client(lsp_client: LanguageClient):
 
 
 async def start(client: LanguageClient, inline: bool = True, **options) -> None:
+    options.setdefault("min_confidence", 0)  # the tiny random model's noise must show, however unsure
     await client.initialize_session(
         types.InitializeParams(capabilities=capabilities(inline), initialization_options=options)
     )
@@ -294,6 +295,22 @@ async def test_toggle_and_settings_change(client: LanguageClient, engine):
     s = await command(client, "mercury.stats")
     assert s["enabled"] is True and s["engine_calls"] == 0
     assert any("budgetMs" in m.message for m in client.log_messages)  # the bad value is reported
+
+
+async def test_completions_below_min_confidence_are_hidden(client: LanguageClient, engine):
+    # No answer of the random model is 0.999 sure: every one is hidden, and counted.
+    await start(client, engine_socket=str(engine), budget_ms=5000, debounce_ms=0, min_confidence=0.999)
+    await wait_engine(client)
+    for i, text in enumerate(PYTHON_DOCS[:4]):
+        open_doc(client, f"file:///tmp/gate{i}.py", text)
+        assert not (await inline(client, f"file:///tmp/gate{i}.py", end_of(text))).items
+    s = await stats(client)
+    assert s["engine_calls"] == 4 and s["low_confidence"] == 4 and s["served"] == 0
+    # Lowered, the same positions ask the engine again (hidden answers are not served from the cache).
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"mercury": {"minConfidence": 0}}))
+    shown = [(await inline(client, f"file:///tmp/gate{i}.py", end_of(text))).items for i, text in enumerate(PYTHON_DOCS[:4])]
+    s = await stats(client)
+    assert s["engine_calls"] == 8 and s["low_confidence"] == 4 and any(shown)
 
 
 async def test_accepting_a_suggestion_finds_the_next_one_prefetched(client: LanguageClient, engine):

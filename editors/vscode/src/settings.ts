@@ -8,6 +8,7 @@ export interface ServerSettings {
   budget_ms: number;
   max_tokens: number;
   debounce_ms: number;
+  min_confidence: number;
   engine_socket: string | null;
   engine_command: string | null; // split like a shell command line by the server
   model: string | null;
@@ -29,6 +30,7 @@ export function serverSettings(): ServerSettings {
     budget_ms: c.get<number>('budgetMs', 250),
     max_tokens: c.get<number>('maxTokens', 48),
     debounce_ms: c.get<number>('debounceMs', 15),
+    min_confidence: c.get<number>('minConfidence', 0.3),
     engine_socket: optionalString(c.get<string>('engineSocket')),
     engine_command: optionalString(c.get<string>('engineCommand')),
     model: optionalString(c.get<string>('model')),

@@ -14,7 +14,7 @@ M.defaults = {
   -- Insert-mode key that accepts the suggestion; without one it types itself. false: no mapping.
   accept_key = '<Tab>',
   -- Server settings (initializationOptions and workspace/didChangeConfiguration), e.g.
-  -- { budget_ms = 250, max_tokens = 48, debounce_ms = 15, engine_socket = '/path/engine.sock',
+  -- { budget_ms = 250, max_tokens = 48, debounce_ms = 15, min_confidence = 0.3, engine_socket = '/path/engine.sock',
   --   engine_command = 'mercury-engine serve', model = '/path/model' }.
   settings = {},
 }
