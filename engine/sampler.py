@@ -2,8 +2,9 @@
 
 Canvas = prefix tokens + K slots + suffix tokens, K = max_tokens. Rows of a batch are left-padded
 so their slots share columns. Each step is one forward; every masked slot gets its most likely
-token and that token's probability; the slots above `threshold` are committed (at least one per
-row). A committed end-of-middle token ends the middle (the model decides the length); in
+token and that token's probability; the run of slots above `threshold` that starts at the first
+masked slot is committed (at least that slot), so the middle grows left to right, several tokens
+a step where the model is sure. A committed end-of-middle token ends the middle (the model decides the length); in
 single-line mode so does a token holding a newline. End-of-middle is committed only at the first
 masked slot, so the length is decided where the written middle ends. A row is settled when no mask is left before
 its first terminal token, and settled rows leave the batch at once.
@@ -281,6 +282,13 @@ class Sampler:
             # middle before the model has written it.
             prob = torch.where((token == self.cfg.eom_token_id) & ~frontier, 0.0, prob)
             chosen = prob.clone()  # the probabilities recorded; `prob` below only drives the commit
+            # Commits grow left to right from the first masked slot: a run of confident slots is
+            # committed at once, a confident slot behind an unsure one waits. Out-of-order commits
+            # cost the small model coherence (dev tasks, single-line exact 13% -> 14%, edit
+            # similarity 50.6 -> 53.5; random span 22.3 -> 24.0), and the copy prior only helps
+            # at the first masked slot.
+            run = ((prob >= st.threshold[:, None]) | ~st.masked).long().cumprod(1).bool()
+            prob = torch.where(run | frontier, prob, 0.0)  # an unsure frontier alone: the least a step commits
             for i, f in heal_at.items():
                 # a healing row commits its first masked slot (2.0: above any threshold), and other
                 # slots only once that token finishes the given-back text
