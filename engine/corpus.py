@@ -135,8 +135,11 @@ def tokenize_split(tokenizer, entries: list[dict], out_path: Path) -> int:
     return int(arr.size)
 
 
-def prepare(data_dir: str | Path, extra: list[str] = (), vocab_size: int = 8192, packages: bool = False) -> dict:
-    """Build data_dir/{manifest.json, tokenizer.json, train.bin, heldout.bin}; reuse what exists."""
+def prepare(data_dir: str | Path, extra: list[str] = (), vocab_size: int = 8192, packages: bool = False,
+            stdlib: bool = True) -> dict:
+    """Build data_dir/{manifest.json, tokenizer.json, train.bin, heldout.bin}; reuse what exists.
+    `stdlib` False: only the `extra` folders (adapting a model to one repository, whose own
+    held-out files then measure it)."""
     from .tokenizer import Tokenizer, train_tokenizer
 
     data = Path(data_dir)
@@ -144,13 +147,16 @@ def prepare(data_dir: str | Path, extra: list[str] = (), vocab_size: int = 8192,
     manifest_path = data / "manifest.json"
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("packages", False) != packages:
-            built = "with" if manifest.get("packages") else "without"
-            raise SystemExit(f"{data} was prepared {built} --packages; give another --data-dir")
+        for flag, built, asked in (("--packages", manifest.get("packages", False), packages),
+                                   ("--no-stdlib", not manifest.get("stdlib", True), not stdlib)):
+            if built != asked:
+                raise SystemExit(f"{data} was prepared {'with' if built else 'without'} {flag}; give another --data-dir")
         return manifest
-    roots = [("stdlib", stdlib_root())] + [(f"user:{Path(p).name}", Path(p).resolve()) for p in extra]
+    if not stdlib and not extra:
+        raise SystemExit("--no-stdlib leaves no corpus: name your folders with --data")
+    roots = ([("stdlib", stdlib_root())] if stdlib else []) + [(f"user:{Path(p).name}", Path(p).resolve()) for p in extra]
     manifest = collect(roots, package_sources() if packages else [])
-    manifest["packages"] = packages
+    manifest["packages"], manifest["stdlib"] = packages, stdlib
     if not (data / "tokenizer.json").exists():
         train_tokenizer(read_texts(manifest["files"]["train"]), vocab_size, data / "tokenizer.json")
     tok = Tokenizer(data / "tokenizer.json", 0, 1, 2)

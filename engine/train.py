@@ -28,6 +28,7 @@ from .corpus import prepare, read_texts
 from .infill_data import CANVAS_SIZES, ExampleSource
 from .loader import bf16_is_fast, load_model, resolve_device, save_model
 from .model import Transformer
+from .paths import DEFAULT_MODEL_DIR
 from .tokenizer import Tokenizer
 
 SIZES = {  # name: (hidden, layers, heads, kv heads, mlp)
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", nargs="*", default=[], help="extra source folders (your own repositories)")
     ap.add_argument("--packages", action="store_true",
                     help="also train on the permissively licensed Python packages installed here (about 6x the standard library)")
+    ap.add_argument("--no-stdlib", action="store_true",
+                    help="train on the --data folders alone (with --init: adapt a model to your own code)")
     ap.add_argument("--mode", choices=("diffusion", "causal"), default="diffusion")
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
     ap.add_argument("--vocab", type=int, default=8192)
@@ -222,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--init", metavar="MODEL_DIR",
-                    help="start from a trained model folder (its architecture, weights and tokenizer), e.g. the "
-                         "bundled model, to train it further or adapt it to --data; a fresh optimizer and schedule")
+                    help="start from a trained model folder (its architecture, weights and tokenizer; 'bundled': the "
+                         "model this package ships), to train it further or adapt it to --data; a fresh optimizer and schedule")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the training forward and backward (minutes of compiling at the start, "
                          "then faster steps; evaluation stays eager)")
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     tok_path = Path(args.data_dir) / "tokenizer.json"
     init = None
     if args.init:
-        init = load_model(args.init, device="cpu", dtype=torch.float32)
+        init = load_model(DEFAULT_MODEL_DIR if args.init == "bundled" else args.init, device="cpu", dtype=torch.float32)
         if init.config.causal != causal:
             ap.error(f"--init {args.init} is a {'causal' if init.config.causal else 'diffusion'} model; --mode {args.mode} asked")
         # the corpus must be tokenized with the model's own tokenizer: seed a new data dir with it
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             tok_path.write_bytes(init_tok)
         elif tok_path.read_bytes() != init_tok:
             ap.error(f"{args.data_dir} was tokenized with another tokenizer than --init {args.init}'s; give a new --data-dir")
-    manifest = prepare(args.data_dir, args.data, args.vocab, packages=args.packages)
+    manifest = prepare(args.data_dir, args.data, args.vocab, packages=args.packages, stdlib=not args.no_stdlib)
     tok = Tokenizer(tok_path, 0, 1, 2)
     train_texts = list(read_texts(manifest["files"]["train"]))
     held_texts = list(read_texts(manifest["files"]["heldout"]))
@@ -299,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     # One graph with symbolic lengths serves every canvas size (dynamic=True); the eager `model`
     # shares its weights and does evaluation and export, so no-grad calls never trigger a compile.
     step_model = torch.compile(model, dynamic=True) if args.compile else model
+    if init is not None and state["step"] == 0:
+        # where the model starts on this corpus: adapting it to a repository shows as the drop
+        held = evaluate(model, groups, device, causal, 0, 1, 2)
+        state["history"].append({"step": 0, "tokens": 0, "heldout_loss": held, "train_loss": None, "minutes": 0.0})
+        print(f"held-out loss {held:.4f} before training (--init {args.init})", file=sys.stderr, flush=True)
     model.train()
     t_last, tokens_last = time.perf_counter(), state["tokens"]
     started = time.perf_counter() - state["seconds"]

@@ -63,3 +63,24 @@ def test_a_data_dir_is_not_reused_with_other_sources(tmp_path):
     assert prepare(tmp_path)["files"]["train"] == []
     with pytest.raises(SystemExit, match="without --packages"):
         prepare(tmp_path, packages=True)
+    with pytest.raises(SystemExit, match="without --no-stdlib"):
+        prepare(tmp_path, stdlib=False)
+
+
+def test_no_stdlib_builds_a_corpus_of_the_given_folders_alone(tmp_path):
+    import sysconfig
+    from pathlib import Path
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("textwrap.py", "string.py", "bisect.py", "heapq.py", "fnmatch.py", "glob.py"):
+        (repo / name).write_text((stdlib / name).read_text(encoding="utf-8"))
+    with pytest.raises(SystemExit, match="--data"):
+        prepare(tmp_path / "none", stdlib=False)
+    manifest = prepare(tmp_path / "data", [str(repo)], vocab_size=300, stdlib=False)
+    files = manifest["files"]["train"] + manifest["files"]["heldout"]
+    assert len(files) == 6 and {f["source"] for f in files} == {"user:repo"}
+    assert manifest["stdlib"] is False and manifest["tokens"]["train"] > 1000
+    with pytest.raises(SystemExit, match="with --no-stdlib"):
+        prepare(tmp_path / "data", [str(repo)])
