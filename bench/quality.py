@@ -124,10 +124,11 @@ def summarize(outcomes: list[Outcome]) -> dict[str, dict]:
 def confidence_gate(outcomes: list[Outcome], gates: list[float]) -> list[dict]:
     """What a client that hides completions below a confidence (the language server's
     minConfidence) would show: the share kept and how good those are, against what it hides."""
+    rated = [o for o in outcomes if o.confidence is not None]
     rows = []
     for gate in gates:
-        shown = [o for o in outcomes if o.confidence is not None and o.confidence >= gate]
-        hidden = [o for o in outcomes if o.confidence is not None and o.confidence < gate]
+        shown = [o for o in rated if o.confidence >= gate]
+        hidden = [o for o in rated if o.confidence < gate]
         rows.append({
             "min_confidence": gate, "shown": len(shown), "hidden": len(hidden),
             "exact_shown": 100.0 * sum(o.exact for o in shown) / len(shown) if shown else None,

@@ -4,8 +4,8 @@ Canvas = prefix tokens + K slots + suffix tokens, K = max_tokens. Rows of a batc
 so their slots share columns. Each step is one forward; every masked slot gets its most likely
 token and that token's probability; the run of slots above `threshold` that starts at the first
 masked slot is committed (at least that slot), so the middle grows left to right, several tokens
-a step where the model is sure. A committed end-of-middle token ends the middle (the model decides the length); in
-single-line mode so does a token holding a newline. End-of-middle is committed only at the first
+a step where the model is sure. A committed end-of-middle token ends the middle (the model
+decides the length); in single-line mode so does a token holding a newline. End-of-middle is committed only at the first
 masked slot, so the length is decided where the written middle ends. A row is settled when no mask is left before
 its first terminal token, and settled rows leave the batch at once.
 

@@ -238,13 +238,11 @@ class MercuryServer(LanguageServer):
             return None
         if not quiet:
             self.stats.engine_ms.append((time.monotonic() - sent) * 1000)
-        if confidence < self.settings.min_confidence:
-            # A guess the model itself doubts is mostly noise: nothing beats a wrong ghost text.
-            if not quiet:
-                self.stats.low_confidence += 1
-            self.cache.put(ctx, "")
-            return None
-        sug = postprocess(raw, ctx)
+        # A guess the model itself doubts is mostly noise: no ghost text beats a wrong one.
+        doubted = confidence < self.settings.min_confidence
+        if doubted and not quiet:
+            self.stats.low_confidence += 1
+        sug = None if doubted else postprocess(raw, ctx)
         if sug is not None or not result.get("truncated"):  # a rushed empty answer may not repeat
             self.cache.put(ctx, sug.text if sug else "")
         return sug
