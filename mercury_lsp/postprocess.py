@@ -149,8 +149,8 @@ def covers_rest_of_line(text: str, ctx: Context) -> bool:
     """True when the rest of the line is only closing characters that the suggestion's first line
     already writes (`print(|)` + `x)`): the item replaces them instead of doubling them."""
     rest = ctx.line_suffix.replace(" ", "").replace("\t", "")
-    if not rest or not ONLY_CLOSING.match(ctx.line_suffix):
-        return False
+    if not rest or not ONLY_CLOSING.match(ctx.line_suffix) or not ctx.line_prefix.strip():
+        return False  # (a cursor in the indentation writes whole lines above the rest)
     first = text.split("\n", 1)[0]
     return is_subsequence(rest, first)
 
@@ -210,7 +210,7 @@ def balance_brackets(text: str, ctx: Context, covers_rest: bool) -> str:
     after = "" if covers_rest else ctx.line_suffix.lstrip()
     stack: list[str] = []
     balanced_line_end = None  # index of the last newline reached with nothing left open
-    for i, ch in _with_newlines(text, hash_comments):
+    for i, ch in _with_newlines(text, hash_comments, ctx.line_prefix):
         if ch == "\n":
             if not stack and i > 0:
                 balanced_line_end = i
@@ -231,8 +231,9 @@ def balance_brackets(text: str, ctx: Context, covers_rest: bool) -> str:
     return text
 
 
-def _with_newlines(text: str, hash_comments: bool):
-    """bracket_events plus ('\\n') markers at line ends, for tracking balance per line."""
-    events = list(bracket_events(text, hash_comments))
+def _with_newlines(text: str, hash_comments: bool, lead: str = ""):
+    """bracket_events of `text` read after `lead` (the cursor line before it, so that a string or
+    comment the line opened goes on), plus ('\\n') markers at line ends, for balance per line."""
+    events = [(i - len(lead), ch) for i, ch in bracket_events(lead + text, hash_comments) if i >= len(lead)]
     newlines = [(m.start(), "\n") for m in re.finditer("\n", text)]
     return sorted(events + newlines)
