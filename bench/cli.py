@@ -16,9 +16,10 @@ def shipped_task_files() -> list[Path]:
     return sorted(TASKS_DIR.glob("*.jsonl.gz")) + sorted(TASKS_DIR.glob("*.jsonl"))
 
 
-def single_line_task_files() -> list[str] | None:
-    """The shipped single-line tasks: the editor's common case, used by latency and throughput."""
-    return [str(p) for p in shipped_task_files() if p.name.startswith("single_line")] or None
+def typing_task_files() -> list[str] | None:
+    """The shipped tasks of the two commonest cursors, the end of a line typed so far and a fresh
+    line: the prompts of latency and throughput."""
+    return [str(p) for p in shipped_task_files() if p.name.startswith(("rest_of_line", "single_line"))] or None
 
 
 def load_task_files(paths: list[str] | None, limit: int | None) -> tuple[list[dict], list[str]]:
@@ -64,35 +65,22 @@ def _task_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_quality(args) -> int:
-    from .decoders import autoregressive_completer, diffusion_completer, load_autoregressive, load_diffusion
-    from .decode import progress
-    from .quality import Generation, generate_all, outcomes_json, score, summarize
+    from .decode import headline, progress, render
+    from .decoders import autoregressive_decoder, diffusion_decoder, given_decoder, load_autoregressive, load_diffusion
+    from .quality import evaluate
 
     tasks, files = load_task_files(args.tasks, args.limit)
-    runs = []
     if args.completions:
-        given = {}
-        with open(args.completions, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    given[row["task_id"]] = row.get("completion", "")
-        runs.append(("given completions", lambda task: Generation(text=given.get(task["task_id"], ""))))
+        decoders = [given_decoder(args.completions)]
     else:
         sampler, _ = load_diffusion(args.model, args.device)
-        runs.append((f"diffusion threshold {args.threshold:g}", diffusion_completer(sampler, args.threshold, args.max_tokens)))
+        decoders = [diffusion_decoder(sampler, t) for t in args.thresholds]
     if args.ar_model:
-        runs.append(("autoregressive", autoregressive_completer(load_autoregressive(args.ar_model, args.device), args.max_tokens)))
-    result = {"task_files": files, "settings": []}
-    rows = []
-    for name, complete in runs:
-        generations = generate_all(tasks, complete, progress(name))
-        outcomes = score(tasks, generations, timeout=args.timeout, workers=args.workers)
-        summary = summarize(outcomes)
-        result["settings"].append({"label": name, "summary": summary, "outcomes": outcomes_json(outcomes)})
-        rows += [[name, kind, m["tasks"], m["exact"], m["exact_ws"], m["edit_sim"], m["executable"], m["pass@1"], m["timeouts"], m["ms_mean"]]
-                 for kind, m in summary.items()]
-    print(table(["decoder", "kind", "tasks", "exact %", "exact-ws %", "edit sim", "executable", "pass@1 %", "timeouts", "ms mean"], rows))
+        decoders.append(autoregressive_decoder(load_autoregressive(args.ar_model, args.device)))
+    settings = evaluate(tasks, decoders, timeout=args.timeout, workers=args.workers, max_tokens=args.max_tokens,
+                        progress=progress)
+    result = {"task_files": files, "settings": settings, "headline": headline(settings)}
+    print(render(result))
     _save(result, args, "quality.json")
     return 0
 
@@ -115,17 +103,17 @@ def cmd_decode(args) -> int:
 
 
 def cmd_tasks(args) -> int:
-    from .tasks import build_tasks, held_out_files, write_task_files
+    from .tasks import build_tasks, held_out_files, stdlib_held_out_files, write_task_files
 
     files = [Path(f) for f in args.files or []]
     if args.manifest:
         files += held_out_files(Path(args.manifest))
     if not files:
-        raise SystemExit("give the held-out files: --manifest DATA/manifest.json or --files PATHS")
+        files = stdlib_held_out_files()
     tasks = build_tasks(files, per_kind=args.per_kind, seed=args.seed, exec_share=args.exec_share,
                         timeout=args.timeout, workers=args.workers, log=lambda m: print(m, file=sys.stderr))
     meta = {"seed": args.seed, "per_kind": args.per_kind, "source_files": len(files),
-            "manifest": args.manifest}
+            "held_out": args.manifest or ("files given" if args.files else "standard library, the corpus's held-out files")}
     summary = write_task_files(tasks, Path(args.out), meta)
     print(table(["kind", "tasks", "executable", "executable %"],
                 [[k, summary[k]["tasks"], summary[k]["executable"], 100.0 * summary[k]["executable_share"]] for k in tasks]))
@@ -153,10 +141,11 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mercury-bench", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("quality", help="exact match and pass@1 on HumanEval-infilling tasks")
+    p = sub.add_parser("quality", help="pass@1, exact match, edit similarity on HumanEval-infilling tasks, raw and as shown")
     _common(p)
     _task_args(p)
-    p.add_argument("--threshold", type=float, default=0.9, help="diffusion confidence threshold (default %(default)s)")
+    p.add_argument("--thresholds", type=_thresholds, default=[0.9, 1.01],
+                   help="diffusion confidence thresholds, comma-separated; above 1 means one token per step (default 0.9,1.01)")
     p.add_argument("--completions", help="score these completions (JSONL of task_id, completion) instead of a model")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per test program (default %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="test programs run at once (default %(default)s)")
@@ -175,7 +164,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tasks", help="build the held-out infilling tasks")
     p.add_argument("--out", default=str(TASKS_DIR), help="output folder (default: %(default)s)")
-    p.add_argument("--manifest", help="corpus manifest.json whose held-out files to use")
+    p.add_argument("--manifest", help="corpus manifest.json whose held-out files to use (default: the standard-library "
+                                      "files the training corpus holds out)")
     p.add_argument("--files", nargs="+", help="Python files to use (in addition to the manifest's)")
     p.add_argument("--per-kind", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import sys
 
-from .decoders import autoregressive_completer, diffusion_completer
-from .quality import confidence_gate, generate_all, outcomes_json, score, summarize
+from .decoders import autoregressive_decoder, diffusion_decoder
+from .quality import evaluate
+from .quality import render as render_table
 from .report import table
 
 ONE_PER_STEP = 1.01  # above any confidence: the sampler commits exactly one token per step
-GATES = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # candidate minConfidence values of the language server
-
-
-def label(threshold: float) -> str:
-    return "one token/step" if threshold > 1.0 else f"threshold {threshold:g}"
 
 
 def progress(name: str):
@@ -27,25 +23,12 @@ def run_decode(tasks: list[dict], sampler, thresholds: list[float], ar_decoder=N
                ablate_copy_prior: bool = False) -> dict:
     """`ablate_copy_prior`: every threshold once more with the sampler's context copy prior off
     (copying.py), in the same run, so the two can be compared as a ratio."""
-    settings = []
-    runs = [("diffusion", t, True) for t in thresholds]
+    decoders = [diffusion_decoder(sampler, t) for t in thresholds]
     if ablate_copy_prior:
-        runs += [("diffusion", t, False) for t in thresholds]
+        decoders += [diffusion_decoder(sampler, t, copy_prior=False) for t in thresholds]
     if ar_decoder is not None:
-        runs.append(("autoregressive", None, False))
-    for decoder, threshold, copy_prior in runs:
-        if threshold is None:
-            name, complete = "autoregressive", autoregressive_completer(ar_decoder, max_tokens)
-        else:
-            name = label(threshold) + ("" if copy_prior else ", no copy prior")
-            sampler.copy_prior = copy_prior
-            complete = diffusion_completer(sampler, threshold, max_tokens)
-        generations = generate_all(tasks, complete, progress(name))
-        outcomes = score(tasks, generations, run_tests=False)
-        settings.append({"decoder": decoder, "threshold": threshold, "label": name, "copy_prior": copy_prior,
-                         "summary": summarize(outcomes), "confidence_gate": confidence_gate(outcomes, GATES),
-                         "outcomes": outcomes_json(outcomes)})
-    sampler.copy_prior = True
+        decoders.append(autoregressive_decoder(ar_decoder))
+    settings = evaluate(tasks, decoders, run_tests=False, max_tokens=max_tokens, progress=progress)
     return {"settings": settings, "headline": headline(settings)}
 
 
@@ -79,11 +62,7 @@ def headline(settings: list[dict], kind: str = "all") -> dict:
 
 
 def render(result: dict) -> str:
-    rows = []
-    for s in result["settings"]:
-        for kind, m in s["summary"].items():
-            rows.append([s["label"], kind, m["tasks"], m["exact"], m["exact_ws"], m["edit_sim"], m["tokens_per_forward"], m["ms_mean"], m["ms_p50"]])
-    text = table(["decoder", "kind", "tasks", "exact %", "exact-ws %", "edit sim", "tokens/forward", "ms mean", "ms p50"], rows)
+    text = render_table(result["settings"])
     first = result["settings"][0]
     gate_rows = [[g["min_confidence"], f"{g['shown']}/{g['shown'] + g['hidden']}", g["exact_shown"], g["edit_sim_shown"],
                   g["exact_hidden"], g["edit_sim_hidden"]] for g in first.get("confidence_gate", [])]

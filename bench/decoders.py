@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable
 
-from .quality import Generation
+from .quality import Decoder, Generation
 
 NO_DEADLINE_MS = 600_000.0  # decode/quality measure decoding itself, not the latency budget
 
 
-def infill_params(task: dict, threshold: float, max_tokens: int | None = None, budget_ms: float = NO_DEADLINE_MS):
+def infill_params(request: dict, threshold: float, budget_ms: float = NO_DEADLINE_MS):
+    """InfillParams for an editor request (editor_view.editor_request)."""
     from mercury_engine.sampler import InfillParams
 
-    return InfillParams(
-        prefix=task["prompt"], suffix=task["suffix"], language="python",
-        max_tokens=max_tokens or int(task.get("max_tokens") or 64), budget_ms=budget_ms,
-        threshold=threshold, single_line=task.get("kind") == "single_line",
-    )
+    return InfillParams(prefix=request["prefix"], suffix=request["suffix"], max_tokens=request["max_tokens"],
+                        budget_ms=budget_ms, threshold=threshold, single_line=request["single_line"])
 
 
-def _completer(decoder, threshold: float, max_tokens: int | None) -> Callable[[dict], Generation]:
-    def complete(task: dict) -> Generation:
-        params = infill_params(task, threshold, max_tokens)
+def _completer(decoder, threshold: float) -> Callable[[dict], Generation]:
+    def complete(request: dict) -> Generation:
+        params = infill_params(request, threshold)
         start = time.perf_counter()
         result = decoder.infill(params)
         ms = (time.perf_counter() - start) * 1000
@@ -33,12 +32,33 @@ def _completer(decoder, threshold: float, max_tokens: int | None) -> Callable[[d
     return complete
 
 
-def diffusion_completer(sampler, threshold: float, max_tokens: int | None = None):
-    return _completer(sampler, threshold, max_tokens)
+def diffusion_decoder(sampler, threshold: float, copy_prior: bool = True) -> Decoder:
+    label = ("one token/step" if threshold > 1.0 else f"threshold {threshold:g}") + ("" if copy_prior else ", no copy prior")
+    infill = _completer(sampler, threshold)
+
+    def complete(request: dict) -> Generation:
+        sampler.copy_prior = copy_prior
+        try:
+            return infill(request)
+        finally:
+            sampler.copy_prior = True
+
+    return Decoder(label, complete, "diffusion", threshold, copy_prior)
 
 
-def autoregressive_completer(decoder, max_tokens: int | None = None):
-    return _completer(decoder, 0.0, max_tokens)
+def autoregressive_decoder(decoder) -> Decoder:
+    return Decoder("autoregressive", _completer(decoder, 0.0), "autoregressive", None, False)
+
+
+def given_decoder(path: str) -> Decoder:
+    """Completions read from a JSONL file of task_id and completion (another tool's output)."""
+    given = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                given[row["task_id"]] = row.get("completion", "")
+    return Decoder("given completions", lambda request: Generation(text=given.get(request["task_id"], "")), "given", None, False)
 
 
 def load_diffusion(model_dir: str | None, device: str = "auto", context_cache: bool = True):
@@ -59,5 +79,5 @@ def load_autoregressive(model_dir: str, device: str = "auto"):
     from mercury_engine.loader import load_model
 
     decoder = AutoregressiveDecoder(load_model(model_dir, device=device))
-    decoder.infill(infill_params({"prompt": "x = ", "suffix": "\n"}, 0.0, 4))  # warm up like the sampler
+    decoder.infill(infill_params({"prefix": "x = ", "suffix": "\n", "max_tokens": 4, "single_line": False}, 0.0))  # warm up like the sampler
     return decoder

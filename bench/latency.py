@@ -24,7 +24,7 @@ AUTOMATIC, INVOKED = 2, 1
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--tasks", nargs="+", help="task files giving files and cursor positions (default: the shipped single-line tasks)")
+    p.add_argument("--tasks", nargs="+", help="task files giving files and cursor positions (default: the shipped rest_of_line and single_line tasks)")
     p.add_argument("--requests", type=int, default=200, help="completion requests to time (default %(default)s)")
     p.add_argument("--keystrokes", type=int, default=4, help="keystrokes typed at each cursor position (default %(default)s)")
     p.add_argument("--budget-ms", type=float, default=250.0, help="latency budget given to the language server (default %(default)s)")
@@ -46,11 +46,14 @@ def lsp_command(custom: str | None) -> list[str]:
 
 
 def scenarios(tasks: list[dict], keystrokes: int):
-    """(document text before the cursor, after it, characters to type) per cursor position."""
+    """(document text before the cursor, after it, characters to type) per cursor position. The
+    middle's indentation is taken as typed already: editors indent a fresh line themselves."""
     for task in tasks:
-        typed = task["canonical_solution"][:keystrokes]
+        middle = task["canonical_solution"]
+        indent = middle[: len(middle) - len(middle.lstrip(" \t"))]
+        typed = middle[len(indent):][:keystrokes]
         if typed:
-            yield task["prompt"], task["suffix"], typed
+            yield task["prompt"] + indent, task["suffix"], typed
 
 
 def items_of(result) -> list:
@@ -163,10 +166,12 @@ def render(summary: dict) -> str:
 
 def main(args) -> int:
     from . import plots
-    from .cli import load_task_files, single_line_task_files
+    from .cli import load_task_files, typing_task_files
+    from .taskfile import round_robin
     from .engine_process import BenchEngine, engine_stats
 
-    tasks, files = load_task_files(args.tasks or single_line_task_files(), None)
+    tasks, files = load_task_files(args.tasks or typing_task_files(), None)
+    tasks = round_robin(tasks)
     log = lambda m: print(f"  {m}", file=sys.stderr, flush=True)  # noqa: E731
     engine = None if args.socket else BenchEngine(args.model, args.device).wait_ready()
     socket_path = args.socket or engine.socket_path

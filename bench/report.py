@@ -36,7 +36,19 @@ def table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def rounded(data, digits: int = 3):
+    """Floats rounded, so that results of two commits diff on what changed, not on the 15th digit."""
+    if isinstance(data, float):
+        return round(data, digits)
+    if isinstance(data, dict):
+        return {k: rounded(v, digits) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [rounded(v, digits) for v in data]
+    return data
+
+
 def save_json(data, *paths: Path | str | None) -> list[Path]:
+    data = rounded(data)
     written = []
     for p in paths:
         if p is None:

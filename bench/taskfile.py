@@ -1,16 +1,23 @@
 """Read and write infilling tasks in the HumanEval-infilling JSONL format (optionally gzipped).
 
 Fields: task_id, prompt, suffix, canonical_solution, and test + entry_point where the task is
-executable. The project's own tasks add `kind` (single_line, multi_line, random_span) and `source`.
+executable. The project's own tasks add `kind`, `source` and `max_tokens`; a published file's kind
+comes from its task-id prefix (`SingleLineInfilling/HumanEval/0/L0`).
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from pathlib import Path
 
 REQUIRED = ("task_id", "prompt", "suffix", "canonical_solution")
+KINDS = ("single_line", "multi_line", "random_span", "rest_of_line")
+# The canvas the bench asks for: room for the longest middle of the kind, not its true length.
+MAX_TOKENS = {"single_line": 48, "multi_line": 128, "random_span": 64, "rest_of_line": 32}
+PUBLISHED_KINDS = {"SingleLineInfilling": "single_line", "MultiLineInfilling": "multi_line",
+                   "RandomSpanInfilling": "random_span", "RandomSpanInfillingLight": "random_span"}
 
 
 def _open(path: Path, mode: str):
@@ -51,3 +58,18 @@ def write_tasks(path: str | Path, tasks: list[dict]) -> None:
 
 def is_executable(task: dict) -> bool:
     return bool(task.get("test")) and bool(task.get("entry_point"))
+
+
+def task_kind(task: dict) -> str:
+    """The task's own `kind`, else the kind its HumanEval-infilling task-id prefix names."""
+    if task.get("kind"):
+        return task["kind"]
+    return PUBLISHED_KINDS.get(task["task_id"].split("/", 1)[0], "task")
+
+
+def round_robin(tasks: list[dict]) -> list[dict]:
+    """One task of each kind in turn, so that the first N tasks mix the kinds."""
+    by_kind: dict[str, list[dict]] = {}
+    for t in tasks:
+        by_kind.setdefault(task_kind(t), []).append(t)
+    return [t for group in itertools.zip_longest(*by_kind.values()) for t in group if t is not None]

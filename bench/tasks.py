@@ -1,9 +1,12 @@
 """Build HumanEval-infilling tasks from held-out Python files (files training never saw).
 
-Three kinds, each deterministic for a seed:
-- single_line: the tail of a code line, from a random cut point within the line to the line end;
-- multi_line: a whole function body after its signature and docstring;
-- random_span: a random character span anywhere in the file.
+Four kinds, each deterministic for a seed, the first three as HumanEval-infilling cuts them:
+- single_line: one whole code line, from column 0 through its line break;
+- multi_line: whole lines of a block: a function body after its signature and docstring, or the
+  body of an `if`, `for`, `with` ... (2-15 lines, from column 0 through the last line break);
+- random_span: a random character span anywhere in the file;
+- rest_of_line: the tail of a code line from a cut point inside it to the line end (the line break
+  stays in the suffix), the commonest keystroke in an editor.
 A task whose middle lies inside a unittest `test*` method, a doctested function or a top-level
 `test_*` function gets `test`/`entry_point`, but only after checking that the original middle
 passes and an empty middle does not, so pass@1 measures something.
@@ -20,10 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .execution import build_program, run_program
-from .taskfile import write_tasks
+from .taskfile import KINDS, MAX_TOKENS, write_tasks
 
-KINDS = ("single_line", "multi_line", "random_span")
-MAX_TOKENS = {"single_line": 32, "multi_line": 128, "random_span": 64}  # the canvas the bench asks for
 PROMPT_CHARS, SUFFIX_CHARS = 4000, 2000  # plenty for the models' 512-token context
 MAX_FILE_CHARS = 400_000
 MAX_EXECUTABLE_CHARS = 80_000  # an executable task carries its whole file
@@ -42,6 +43,8 @@ DOCTEST_CHECK = """def check(candidate):
         runner.run(test, out=lambda text: None)
     assert runner.tries > 0 and runner.failures == 0, f"{runner.failures} of {runner.tries} examples failed"
 """
+
+BLOCKS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try)
 
 CALL_CHECK = """def check(candidate):
     candidate()
@@ -62,7 +65,7 @@ class Source:
     text: str
     line_starts: list[int]  # char offset of each line (index 0 = line 1)
     testables: list[Testable]
-    functions: list[ast.FunctionDef | ast.AsyncFunctionDef]
+    blocks: list[ast.stmt]  # compound statements whose body a multi-line task may remove
     docstring_lines: set[int]
 
     def offset(self, line: int, col: int = 0) -> int:
@@ -129,40 +132,64 @@ def load_source(path: Path, name: str) -> Source | None:
     for line in text.splitlines(keepends=True):
         starts.append(pos)
         pos += len(line)
-    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    blocks = [n for n in ast.walk(tree) if isinstance(n, BLOCKS)]
     doc_lines = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             doc_lines.update(range(node.lineno, node.end_lineno + 1))
-    return Source(name, text, starts, _testables(tree), functions, doc_lines)
+    return Source(name, text, starts, _testables(tree), blocks, doc_lines)
 
 
 # Candidate middles: (start, end) character ranges in a source.
 
+def code_line(src: Source, n: int) -> bool:
+    """Line n holds code worth a task: not blank, a comment, a docstring or an overlong line."""
+    line = src.line(n).rstrip("\n")
+    body = line.strip()
+    return bool(body) and not body.startswith(("#", "@")) and n not in src.docstring_lines and len(line) <= 120 and len(body) >= 3
+
+
 def single_line_cut(src: Source, rng: random.Random) -> tuple[int, int] | None:
     for _ in range(20):
         n = rng.randint(1, len(src.line_starts))
-        line = src.line(n).rstrip("\n")
-        body = line.strip()
-        if not body or body.startswith(("#", "@")) or n in src.docstring_lines or len(line) > 120 or len(body) < 3:
+        if code_line(src, n) and src.line(n).endswith("\n"):
+            return src.offset(n), src.offset(n) + len(src.line(n))
+    return None
+
+
+def rest_of_line_cut(src: Source, rng: random.Random) -> tuple[int, int] | None:
+    for _ in range(20):
+        n = rng.randint(1, len(src.line_starts))
+        if not code_line(src, n):
             continue
+        line = src.line(n).rstrip("\n")
         indent = len(line) - len(line.lstrip())
         cut = rng.randint(indent, len(line.rstrip()) - 1)
         return src.offset(n, cut), src.offset(n, len(line))
     return None
 
 
-def multi_line_cut(src: Source, rng: random.Random) -> tuple[int, int] | None:
-    funcs = list(src.functions)
-    rng.shuffle(funcs)
-    for f in funcs:
-        body = f.body[1:] if _docstring(f) is not None else f.body
-        if not body or body[0].lineno <= (f.body[0].end_lineno if _docstring(f) else f.lineno):
+def block_bodies(src: Source):
+    """(first line, last line) of every statement body that starts on a line of its own: function
+    bodies after their docstring, and the bodies of if/for/while/with/try blocks."""
+    for node in src.blocks:
+        body = node.body[1:] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _docstring(node) else node.body
+        if not body:
             continue
-        first = min([body[0].lineno] + [d.lineno for d in getattr(body[0], "decorator_list", [])])
-        lines = f.end_lineno - first + 1
-        start, end = src.offset(first), src.offset(f.end_lineno) + len(src.line(f.end_lineno))
-        if 2 <= lines <= 15 and end - start <= 800:
+        header_end = node.body[0].end_lineno if body is not node.body else node.lineno
+        decorators = getattr(body[0], "decorator_list", [])
+        first = decorators[0].lineno if decorators else body[0].lineno
+        column = decorators[0].col_offset - 1 if decorators else body[0].col_offset  # "@" precedes a decorator
+        if first > header_end and not src.line(first)[:column].strip():  # not `def f(a,\n b): return a`
+            yield first, body[-1].end_lineno
+
+
+def multi_line_cut(src: Source, rng: random.Random) -> tuple[int, int] | None:
+    bodies = list(block_bodies(src))
+    rng.shuffle(bodies)
+    for first, last in bodies:
+        start, end = src.offset(first), src.offset(last) + len(src.line(last))
+        if 2 <= last - first + 1 <= 15 and end - start <= 800 and src.text[end - 1:end] == "\n":
             return start, end
     return None
 
@@ -176,7 +203,8 @@ def random_span_cut(src: Source, rng: random.Random) -> tuple[int, int] | None:
     return None
 
 
-CUTTERS = {"single_line": single_line_cut, "multi_line": multi_line_cut, "random_span": random_span_cut}
+CUTTERS = {"single_line": single_line_cut, "multi_line": multi_line_cut, "random_span": random_span_cut,
+           "rest_of_line": rest_of_line_cut}
 
 
 def make_task(src: Source, kind: str, start: int, end: int, testable: Testable | None) -> dict:
@@ -253,6 +281,14 @@ def build_tasks(files: list[Path], per_kind: int = 300, seed: int = 0, exec_shar
         rng = random.Random(seed * 1000 + k)
         result[kind] = build_kind(sources, kind, per_kind, exec_share, rng, timeout, workers, log)
     return result
+
+
+def stdlib_held_out_files() -> list[Path]:
+    """The standard-library files the training corpus holds out (by a hash of their path), which
+    the bundled model never saw."""
+    from mercury_engine.corpus import collect, stdlib_root
+
+    return [Path(f["path"]) for f in collect([("stdlib", stdlib_root())])["files"]["heldout"]]
 
 
 def held_out_files(manifest: Path) -> list[Path]:

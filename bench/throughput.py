@@ -17,7 +17,7 @@ from .report import percentile, save_json, table
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--tasks", nargs="+", help="task files whose prompts are sent (default: the shipped single-line tasks)")
+    p.add_argument("--tasks", nargs="+", help="task files whose prompts are sent (default: the shipped rest_of_line and single_line tasks)")
     p.add_argument("--clients", type=int, default=8, help="most concurrent clients (levels 1, 2, 4, ... up to it; default %(default)s)")
     p.add_argument("--seconds", type=float, default=10.0, help="time per level (default %(default)s)")
     p.add_argument("--budget-ms", type=float, default=250.0, help="budget_ms of every request (default %(default)s)")
@@ -85,13 +85,14 @@ def batch_size_between(before: dict, after: dict) -> float | None:
 
 def main(args) -> int:
     from . import plots
-    from .cli import load_task_files, single_line_task_files
+    from .cli import load_task_files, typing_task_files
+    from .editor_view import editor_request
     from .engine_process import BenchEngine, engine_stats
+    from .taskfile import round_robin
 
-    tasks, files = load_task_files(args.tasks or single_line_task_files(), None)
-    params = [{"prefix": t["prompt"][-6000:], "suffix": t["suffix"][:2000], "language": "python",
-               "max_tokens": args.max_tokens or int(t.get("max_tokens") or 32), "budget_ms": args.budget_ms,
-               "single_line": t.get("kind") == "single_line"} for t in tasks]
+    tasks, files = load_task_files(args.tasks or typing_task_files(), None)
+    params = [{**editor_request(t, args.max_tokens), "language": "python", "budget_ms": args.budget_ms}
+              for t in round_robin(tasks)]
     engine = None if args.socket else BenchEngine(args.model, args.device).wait_ready()
     socket_path = args.socket or engine.socket_path
     rows = []

@@ -82,11 +82,17 @@ def test_quality_runs_a_model_and_the_baseline_side_by_side(tiny_model_dir, task
                  "--tasks", str(task_file), "--max-tokens", "6", "--timeout", "30", "--json", str(out), "--out-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     settings = json.loads(out.read_text())["settings"]
-    assert [s["label"] for s in settings] == ["diffusion threshold 0.9", "autoregressive"]
+    assert [s["label"] for s in settings] == ["threshold 0.9", "one token/step", "autoregressive"]
     for s in settings:
-        assert s["summary"]["all"]["executable"] == 1
-        statuses = {o["task_id"]: o["status"] for o in s["outcomes"]}
-        assert statuses["d/0"] == "no test" and statuses["d/1"] in ("passed", "failed", "timeout")
+        for view in ("summary", "shown"):
+            assert list(s[view]) == ["single_line", "multi_line", "all"]
+            assert s[view]["all"]["executable"] == 1 and s[view]["multi_line"]["pass@1"] in (0.0, 100.0)
+            assert s[view]["all"]["ms_p95"] >= s[view]["all"]["ms_p50"] > 0
+        for view in ("outcomes", "shown_outcomes"):
+            statuses = {o["task_id"]: o["status"] for o in s[view]}
+            assert statuses["d/0"] == "no test" and statuses["d/1"] in ("passed", "failed", "timeout")
+        assert sum(s["shown"]["all"][k] for k in ("changed", "removed", "hidden")) <= 100.0
+    assert proc.stdout.count(" shown ") >= 9 and "changed %" in proc.stdout  # a raw and a shown row per kind
 
 
 def test_headline_finds_the_fastest_setting_at_equal_quality():

@@ -1,4 +1,5 @@
-"""Held-out task building: the three kinds, determinism, and executable tasks that discriminate."""
+"""Held-out task building: the four kinds cut as the field cuts them, determinism, and executable
+tasks that discriminate."""
 
 import json
 import subprocess
@@ -56,11 +57,25 @@ def test_kinds_are_well_formed_and_deterministic():
         for t in first[kind]:
             assert t["kind"] == kind and t["canonical_solution"].strip()
             assert t["prompt"] + t["canonical_solution"] + t["suffix"] in sources[t["source"]]
-    for t in first["single_line"]:
-        assert "\n" not in t["canonical_solution"] and t["suffix"].startswith("\n")
+    for t in first["single_line"]:  # one whole line: column 0 through its line break
+        assert t["prompt"].endswith("\n") and t["canonical_solution"].count("\n") == 1
+        assert t["canonical_solution"].endswith("\n") and t["canonical_solution"].strip()
     for t in first["multi_line"]:
         assert t["prompt"].endswith("\n") and t["canonical_solution"].endswith("\n")
         assert t["canonical_solution"].count("\n") >= 2
+        first_line = t["canonical_solution"].split("\n")[0]
+        assert first_line.strip() and not t["canonical_solution"].startswith("\n")
+    for t in first["rest_of_line"]:  # the tail of a line after a cursor inside it
+        assert "\n" not in t["canonical_solution"] and t["suffix"].startswith("\n")
+        assert not t["prompt"].endswith("\n")
+
+
+def test_multi_line_cuts_include_block_bodies_not_only_functions(tmp_path):
+    src = tmp_path / "blocks.py"
+    src.write_text("x = 1\nif x:\n    y = 2\n    z = 3\nelse:\n    y = 0\nfor i in range(3):\n    x += i\n    y += i\n")
+    tasks = build_tasks([src], per_kind=2, seed=0, exec_share=0.0, log=quiet)["multi_line"]
+    assert {t["canonical_solution"] for t in tasks} <= {"    y = 2\n    z = 3\n", "    x += i\n    y += i\n"}
+    assert len({t["canonical_solution"] for t in tasks}) == 2
 
 
 def test_executable_tasks_pass_with_the_original_and_fail_without(tmp_path):
@@ -90,7 +105,11 @@ def test_tasks_cli_writes_gzipped_files_and_a_manifest(tmp_path):
     assert manifest["single_line"]["tasks"] == 5 and manifest["seed"] == 0
 
 
-def test_tasks_cli_without_files_says_what_to_give(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mercury_bench.cli", "tasks", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "--manifest" in proc.stderr
+def test_tasks_cli_without_files_cuts_the_corpus_held_out_stdlib_files(tmp_path):
+    from mercury_engine.corpus import is_heldout
+
+    proc = subprocess.run([sys.executable, "-m", "mercury_bench.cli", "tasks", "--out", str(tmp_path), "--per-kind", "3",
+                           "--exec-share", "0"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    sources = {t["source"] for kind in KINDS for t in read_tasks(tmp_path / f"{kind}.jsonl.gz")}
+    assert sources and all(is_heldout("stdlib", rel) for rel in sources)
