@@ -8,9 +8,14 @@ an edit is two offset look-ups with LSP's own line breaks and one string splice.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .context import locate, units_to_index
+
+# JSON may carry a lone surrogate (\ud800), which no UTF encoding can send on. U+FFFD has the same
+# length in UTF-16, UTF-8 (with surrogatepass) and code points, so every position stays valid.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -44,15 +49,27 @@ def apply_change(text: str, start: tuple[int, int] | None, end: tuple[int, int] 
     return text[:a] + new_text + text[max(a, b):]
 
 
+def repaired(text: str) -> tuple[str, int]:
+    """`text` with lone surrogates replaced by U+FFFD, and how many there were."""
+    return LONE_SURROGATE.subn("\ufffd", text) if LONE_SURROGATE.search(text) else (text, 0)
+
+
 class Documents:
-    def __init__(self):
+    def __init__(self, log=lambda message: None):
         self.open: dict[str, Document] = {}
+        self.log = log
 
     def get(self, uri: str) -> Document | None:
         return self.open.get(uri)
 
+    def _clean(self, uri: str, text: str) -> str:
+        text, bad = repaired(text)
+        if bad:
+            self.log(f"{uri}: {bad} lone surrogate(s) (not valid UTF-16) replaced with U+FFFD")
+        return text
+
     def did_open(self, uri: str, text: str, language: str, version: int | None) -> None:
-        self.open[uri] = Document(uri, text, language or "", version)
+        self.open[uri] = Document(uri, self._clean(uri, text), language or "", version)
 
     def did_change(self, uri: str, changes, version: int | None, encoding: str) -> bool:
         """Apply LSP content changes (objects with `text` and, for incremental ones, `range`).
@@ -62,11 +79,12 @@ class Documents:
             return False
         for change in changes:
             rng = getattr(change, "range", None)
+            new_text = self._clean(uri, change.text)
             if rng is None:
-                doc.text = change.text
+                doc.text = new_text
             else:
                 start, end = (rng.start.line, rng.start.character), (rng.end.line, rng.end.character)
-                doc.text = apply_change(doc.text, start, end, change.text, encoding)
+                doc.text = apply_change(doc.text, start, end, new_text, encoding)
         doc.version = version
         return True
 

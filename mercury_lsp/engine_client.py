@@ -180,9 +180,13 @@ class EngineClient:
 
     def _send(self, method: str, params: dict) -> tuple[int, asyncio.Future]:
         req_id = next(self._ids)
+        try:
+            frame = msgpack.packb({"id": req_id, "method": method, "params": params}, use_bin_type=True)
+        except (TypeError, ValueError) as e:  # a lone surrogate is a UnicodeEncodeError
+            raise EngineError(f"{method}: the request cannot be encoded ({e})") from None
         fut = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
-        self._writer.write(msgpack.packb({"id": req_id, "method": method, "params": params}, use_bin_type=True))
+        self._writer.write(frame)
         return req_id, fut
 
     def _cancel_in_engine(self, req_id: int) -> None:

@@ -11,7 +11,10 @@ import time
 import uuid
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 
 from . import __version__
 from .cache import CompletionCache
@@ -30,11 +33,48 @@ ENGINE_SETTINGS = ("engine_socket", "engine_command", "engine_autostart", "model
 STATS_METHOD = "mercury/stats"
 
 
+def is_valid_id(msg_id) -> bool:
+    return (isinstance(msg_id, int) and not isinstance(msg_id, bool)) or isinstance(msg_id, str)
+
+
+class MercuryProtocol(LanguageServerProtocol):
+    """pygls's protocol with two changes. It keeps no copy of the open documents: ours
+    (documents.py) is the only store. (pygls applied every change to its copy first, clamping
+    positions in place on the shared change objects, so a multi-cursor edit landed elsewhere in
+    ours; and it cost O(lines) in Python per keystroke.) And a request it cannot read is answered
+    with an error instead of being dropped, which left the editor waiting."""
+
+    def structure_message(self, data: dict):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as e:
+            if isinstance(data, dict) and "method" in data and is_valid_id(data.get("id")):
+                self._send_response(data["id"], error=types.ResponseError(code=e.code, message=f"{data['method']}: {e}"))
+            raise
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+        yield from self._user_handler(types.TEXT_DOCUMENT_DID_OPEN, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        yield from self._user_handler(types.TEXT_DOCUMENT_DID_CHANGE, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        yield from self._user_handler(types.TEXT_DOCUMENT_DID_CLOSE, params)
+
+    def _user_handler(self, method: str, params):
+        if (handler := self.fm.features.get(method)) is not None:
+            yield handler, (params,), None
+
+
 class MercuryServer(LanguageServer):
     def __init__(self):
-        super().__init__("mercury-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        super().__init__("mercury-lsp", __version__, protocol_cls=MercuryProtocol,
+                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.settings = Settings()
-        self.documents = Documents()
+        self.documents = Documents(log=lambda message: self.log(message, types.MessageType.Warning))
         self.cache = CompletionCache()
         self.stats = Stats()
         self.engine: EngineClient | None = None
@@ -305,25 +345,16 @@ def create_server() -> MercuryServer:
     def on_configuration(ls: MercuryServer, params: types.DidChangeConfigurationParams):
         ls.apply_settings(params.settings)
 
-    # pygls applies open/change to its own workspace copy before these handlers run. We use our
-    # copy (mercury_lsp/documents.py) and keep pygls's empty: it costs O(lines) in Python per
-    # keystroke (30 ms on a 100k-line file) and nothing here reads it.
-    def empty_pygls_copy(ls: MercuryServer, uri: str, language: str, version: int | None) -> None:
-        ls.workspace.put_text_document(types.TextDocumentItem(uri=uri, language_id=language, version=version or 0, text=""))
-
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def on_open(ls: MercuryServer, params: types.DidOpenTextDocumentParams):
         doc = params.text_document
         ls.documents.did_open(doc.uri, doc.text, doc.language_id, doc.version)
-        empty_pygls_copy(ls, doc.uri, doc.language_id, doc.version)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def on_change(ls: MercuryServer, params: types.DidChangeTextDocumentParams):
         doc = params.text_document
         if not ls.documents.did_change(doc.uri, params.content_changes, doc.version, ls.position_encoding()):
             ls.log(f"change to a document that is not open: {doc.uri}")
-            return
-        empty_pygls_copy(ls, doc.uri, ls.documents.get(doc.uri).language, doc.version)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def on_close(ls: MercuryServer, params: types.DidCloseTextDocumentParams):

@@ -211,3 +211,21 @@ async def test_engine_that_cannot_start_is_reported_not_retried_per_keystroke(cl
     )
     s = await wait_for(client, lambda s: s["engine"]["state"] == "failed" and "missing-binary" in s["engine"]["last_error"])
     assert s["engine"]["started"] == 0
+
+
+async def test_a_request_that_cannot_be_encoded_fails_at_once_and_leaves_nothing_pending(engine):
+    from mercury_lsp.engine_client import READY, EngineClient, EngineError
+
+    client = EngineClient(socket_path=str(engine), autostart=False)
+    client.ensure_started()
+    deadline = asyncio.get_running_loop().time() + 60
+    while client.state != READY and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    try:
+        with pytest.raises(EngineError, match="cannot be encoded"):
+            await client.infill({"prefix": "s = '\ud800'"}, timeout_s=30)
+        assert not client._pending
+        answer = await client.infill({"prefix": "x = ", "max_tokens": 2, "budget_ms": 5000}, timeout_s=30)
+        assert "completions" in answer  # the connection still serves
+    finally:
+        await client.close()

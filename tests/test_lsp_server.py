@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 import pytest_lsp
 from lsprotocol import types
-from pygls.exceptions import JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 SERVER = [str(Path(sys.executable).parent / "mercury-lsp"), "--stdio"]
@@ -247,6 +248,35 @@ async def test_bad_input_gives_empty_results_and_a_log_line(client: LanguageClie
 
     s = await stats(client)
     assert s["requests"] == 5 and s["empty"] >= 3
+
+
+async def test_a_request_it_cannot_read_is_answered_with_an_error(client: LanguageClient, engine):
+    await start(client, engine_socket=str(engine), budget_ms=5000, debounce_ms=0)
+    open_doc(client, "file:///tmp/short.py", "x = 1\n")
+    for n, position in enumerate(({"line": -1, "character": 0}, {"line": 0, "character": 2**31})):  # not LSP uintegers
+        params = {"textDocument": {"uri": "file:///tmp/short.py"}, "position": position, "context": {"triggerKind": 1}}
+        answer = Future()  # sent as raw JSON: the client's own types would refuse these positions
+        client.protocol._request_futures[f"bad-{n}"] = answer
+        client.protocol._send_data({"jsonrpc": "2.0", "id": f"bad-{n}", "method": "textDocument/inlineCompletion", "params": params})
+        with pytest.raises(JsonRpcInvalidParams):
+            await asyncio.wait_for(asyncio.wrap_future(answer), 10)
+    # readable but outside the document: an empty answer
+    far = await inline(client, "file:///tmp/short.py", types.Position(2**31 - 1, 2**31 - 1))
+    assert not far.items
+
+
+async def test_a_lone_surrogate_is_repaired_at_the_boundary(client: LanguageClient, engine):
+    await start(client, engine_socket=str(engine), budget_ms=5000, debounce_ms=0)
+    await wait_engine(client)
+    text = "s = '\ud800'\ndef add(a, b):\n    return "  # JSON can carry "\\ud800"; no UTF encoding can
+    open_doc(client, "file:///tmp/surrogate.py", text)
+    result = await inline(client, "file:///tmp/surrogate.py", end_of(text))
+    assert all(i.range.start == end_of(text) for i in result.items)  # U+FFFD keeps every position
+    messages = [m.message for m in client.log_messages]
+    assert sum("lone surrogate" in m for m in messages) == 1
+    assert not any("internal error" in m or "cannot be encoded" in m for m in messages)
+    s = await stats(client)
+    assert s["engine_calls"] == 1 and s["engine_errors"] == 0
 
 
 async def test_accented_cjk_and_emoji_lines_get_utf16_ranges(client: LanguageClient, engine):
