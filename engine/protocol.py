@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 import msgpack
+import msgpack.fallback
 
 MAX_FRAME = 1 << 20  # bytes; a bigger frame gets an error reply, then the connection is closed
 
@@ -48,6 +49,22 @@ def make_unpacker() -> msgpack.Unpacker:
     the server checks the size of a frame still incomplete against MAX_FRAME itself.
     raw=False decodes strings as strict UTF-8: invalid UTF-8 raises instead of passing through."""
     return msgpack.Unpacker(max_buffer_size=MAX_FRAME + READ_CHUNK, raw=False, strict_map_key=False)
+
+
+def declares_oversize(partial: bytes) -> bool:
+    """True when the start of a frame already declares a string, binary, extension, array or map
+    longer than MAX_FRAME, so it can be refused before the bytes arrive. msgpack's C unpacker checks
+    lengths only once a value is complete; its pure-Python twin checks each header as it reads it."""
+    limits = {f"max_{kind}_len": MAX_FRAME for kind in ("str", "bin", "ext", "array", "map")}
+    checker = msgpack.fallback.Unpacker(raw=True, strict_map_key=False, max_buffer_size=MAX_FRAME + READ_CHUNK, **limits)
+    checker.feed(partial)
+    try:
+        checker.skip()
+    except msgpack.OutOfData:
+        return False
+    except ValueError as e:  # other malformed bytes are the C unpacker's to report
+        return "exceeds max" in str(e)
+    return False
 
 
 def oversize_error() -> FatalFrameError:

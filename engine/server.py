@@ -25,6 +25,7 @@ from .protocol import (
     READ_CHUNK,
     FatalFrameError,
     ProtocolError,
+    declares_oversize,
     error_reply,
     frame_error,
     is_valid_id,
@@ -226,6 +227,7 @@ class EngineServer:
         self.last_activity = time.monotonic()
         unpacker = make_unpacker()
         fed = consumed = 0  # bytes fed to the unpacker / bytes of complete frames in them
+        partial = b""  # the bytes of the frame still incomplete
         try:
             while not conn.closed and not self.stop_event.is_set():
                 try:
@@ -248,8 +250,9 @@ class EngineServer:
                         if frame_size > MAX_FRAME:
                             raise oversize_error()
                         await self._dispatch(conn, frame)
-                    if fed - consumed > MAX_FRAME:  # the frame still incomplete is too big already
-                        raise oversize_error()
+                    partial = (partial + data)[len(partial) + len(data) - (fed - consumed):] if fed > consumed else b""
+                    if fed - consumed > MAX_FRAME or (partial and declares_oversize(partial)):
+                        raise oversize_error()  # the frame still incomplete is, or says it will be, too big
                 except FatalFrameError as exc:
                     await self._send_error(conn, None, exc.code, exc.message)
                     break

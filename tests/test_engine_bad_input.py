@@ -110,6 +110,20 @@ def test_a_frame_over_the_limit_gets_an_error_then_a_close(engine, bystander):
         assert_closed(c)
 
 
+@pytest.mark.parametrize("header", [b"\xdb", b"\xc6", b"\xc9"])  # str32, bin32, ext32
+def test_a_header_declaring_more_than_the_limit_is_refused_at_once(engine, bystander, header):
+    import struct
+    import time
+
+    with EngineClient(engine, timeout=TIMEOUT) as c:
+        start = time.monotonic()
+        c.send_raw(b"\x83\xa2id\x01\xa6method\xa6infill\xa6params\x81\xa6prefix" + header + struct.pack(">I", MAX_FRAME + 1) + b"ab")
+        reply = c.receive(timeout=5.0)  # not after 1 MiB more, nor after the frame timeout
+        assert reply["error"]["code"] == PARSE_ERROR and "larger than" in reply["error"]["message"]
+        assert time.monotonic() - start < 5.0
+        assert_closed(c)
+
+
 def test_a_frame_just_under_the_limit_is_served(engine, bystander):
     with EngineClient(engine, timeout=TIMEOUT) as c:
         prefix = "x = 1\n" * ((MAX_FRAME - 200) // 6)
