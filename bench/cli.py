@@ -126,6 +126,12 @@ def cmd_latency(args) -> int:
     return latency_main(args)
 
 
+def cmd_edits(args) -> int:
+    from .edits import main as edits_main
+
+    return edits_main(args)
+
+
 def cmd_throughput(args) -> int:
     from .throughput import main as throughput_main
 
@@ -186,6 +192,13 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     throughput_args(p)
     p.set_defaults(func=cmd_throughput)
+
+    from .edits import add_arguments as edits_args
+
+    p = sub.add_parser("edits", help="what a keystroke costs the language server in a big document")
+    _common(p, model=False)
+    edits_args(p)
+    p.set_defaults(func=cmd_edits)
 
     p = sub.add_parser("kernels", help="CUDA kernel micro-benchmarks (arguments go to the kernels bench)", add_help=False)
     p.set_defaults(func=None)

@@ -30,7 +30,7 @@ class Context:
     key_prefix: str  # raw tail before the cursor (not cut at line starts), for the cache
     key_suffix: str  # text after the cursor for the cache; closing characters on this line left out
     encoding: str = "utf-16"  # position units of `character`
-    offset: int = 0  # code-point index of the cursor in the document
+    offset: int = 0  # code-point index of the cursor in the text it was built from
 
 
 def utf16_len(text: str) -> int:
@@ -104,13 +104,19 @@ def window(prefix: str, suffix: str, budget: int) -> tuple[str, str]:
     return prefix, suffix
 
 
+def reach(budget: int) -> tuple[int, int]:
+    """How much text before and after the cursor build_context reads for a window of `budget`."""
+    return budget + KEY_PREFIX_CHARS, budget + KEY_SUFFIX_CHARS
+
+
 def build_context(
-    text: str, line: int, character: int, language: str, budget: int, encoding: str = "utf-16"
+    text: str, line: int, character: int, language: str, budget: int, encoding: str = "utf-16", first_line: int = 0
 ) -> Context | None:
     """The context for a completion at (line, character) (columns in `encoding` units: "utf-16",
     the LSP default, "utf-8" or "utf-32"), or None for a position past the end of the document or
-    binary content near the cursor."""
-    where = locate(text, line, character, encoding)
+    binary content near the cursor. `text` may be whole lines of a document from `first_line` on,
+    holding at least `reach(budget)` around the cursor (Document.window)."""
+    where = locate(text, line - first_line, character, encoding)
     if where is None:
         return None
     line_start, line_end, offset = where

@@ -18,7 +18,7 @@ from pygls.protocol.language_server import lsp_method
 
 from . import __version__
 from .cache import CompletionCache
-from .context import Context, build_context, units_len
+from .context import Context, build_context, locate, reach, units_len
 from .documents import Documents
 from .engine_client import FAILED, LOADING, READY, STARTING, EngineClient, EngineError
 from .postprocess import Suggestion, postprocess
@@ -213,8 +213,9 @@ class MercuryServer(LanguageServer):
         if doc is None:
             self.log(f"no suggestion: unknown document {uri}")
             return None
-        ctx = build_context(doc.text, position.line, position.character, doc.language, s.context_chars,
-                            self.position_encoding())
+        where = doc.window(position.line, *reach(s.context_chars))
+        ctx = where and build_context(where[0], position.line, position.character, doc.language, s.context_chars,
+                                      self.position_encoding(), first_line=where[1])
         if ctx is None:
             self.log(f"no suggestion: position {position.line}:{position.character} is past the end or in binary content")
             return None
@@ -291,10 +292,12 @@ class MercuryServer(LanguageServer):
         """Ask now for the suggestion that will be wanted once this one is accepted, so that
         accepting suggestion after suggestion needs no waiting (as llama.vim does)."""
         doc = self.documents.get(uri)
-        if not self.settings.prefetch or sug.replace_chars or doc is None or len(doc.text) > PREFETCH_MAX_DOC:
+        if not self.settings.prefetch or sug.replace_chars or doc is None or doc.size > PREFETCH_MAX_DOC:
             return
         source = doc.text
-        accepted = source[: ctx.offset] + sug.text + source[ctx.offset :]
+        if (where := locate(source, ctx.line, ctx.character, ctx.encoding)) is None:
+            return
+        accepted = source[: where[2]] + sug.text + source[where[2] :]
         lines = sug.text.split("\n")
         last = lines[-1] if len(lines) > 1 else ctx.line_prefix + sug.text
         line, character = ctx.line + len(lines) - 1, units_len(last, ctx.encoding)

@@ -57,3 +57,13 @@ def test_latency_reports_a_missing_engine_clearly(tmp_path):
                      "--out-dir", str(tmp_path))
     assert proc.returncode != 0
     assert "no engine answers" in proc.stderr
+
+
+def test_edits_times_keystrokes_in_a_big_document_through_a_real_server(tmp_path):
+    out = tmp_path / "edits.json"
+    proc = run_bench("edits", "--mb", "0.5", "--keystrokes", "5", "--json", str(out), "--out-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["document_mb"] == 0.5 and result["lines"] > 7000
+    assert set(result["ms_per_keystroke"]) == {"start", "middle", "end"}
+    assert all(ms >= 0 for ms in result["ms_per_keystroke"].values())

@@ -74,3 +74,33 @@ def test_documents_open_change_close():
     assert not docs.did_change("other", [Change("z")], 1, "utf-16")
     docs.did_close("u")
     assert docs.get("u") is None
+
+
+@settings(max_examples=300)
+@given(TEXT, st.data(), st.integers(8, 64), st.sampled_from(["utf-16", "utf-8"]))
+def test_a_window_of_lines_gives_the_context_of_the_whole_document(text, data, budget, encoding):
+    from dataclasses import replace
+
+    from mercury_lsp.context import build_context, reach
+    from mercury_lsp.documents import new_document
+
+    doc = new_document("u", text)
+    assert doc.text == text and doc.size == len(text)
+    line = data.draw(st.integers(0, len(doc.lines)))
+    character = data.draw(st.integers(0, 12))
+    whole = build_context(text, line, character, "python", budget, encoding)
+    where = doc.window(line, *reach(budget))
+    part = where and build_context(where[0], line, character, "python", budget, encoding, first_line=where[1])
+    assert (whole is None) == (part is None)
+    if whole is not None:
+        assert replace(part, offset=0) == replace(whole, offset=0)
+
+
+def test_document_size_follows_its_edits():
+    from mercury_lsp.documents import new_document
+
+    doc = new_document("u", "a\r\nbb\rc\n")
+    doc.replace((1, 1), (2, 1), "XY\nZ")
+    doc.replace((0, 1), (0, 1), "\r")
+    assert doc.text == "a\r\r\nbXY\nZ\n" and doc.size == len(doc.text)
+    assert doc.lines == ["a\r", "\r\n", "bXY\n", "Z\n", ""]
