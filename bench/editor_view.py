@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mercury_lsp.context import LINE_BREAK, Context, build_context, utf16_len
+from mercury_lsp.context import Context, context_between
 from mercury_lsp.postprocess import postprocess
 from mercury_lsp.settings import Settings
 
@@ -19,11 +19,7 @@ DEFAULTS = Settings()
 
 
 def cursor_context(task: dict, settings: Settings = DEFAULTS) -> Context | None:
-    prompt = task["prompt"]
-    breaks = list(LINE_BREAK.finditer(prompt))
-    line_start = breaks[-1].end() if breaks else 0
-    return build_context(prompt + task["suffix"], len(breaks), utf16_len(prompt[line_start:]), "python",
-                         settings.context_chars)
+    return context_between(task["prompt"], task["suffix"], "python", settings.context_chars)
 
 
 def max_tokens_for(task: dict, override: int | None = None) -> int:

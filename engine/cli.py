@@ -1,4 +1,4 @@
-"""`mercury-engine serve|health|stats|stop|train`."""
+"""`mercury-engine serve|health|stats|stop|complete|train`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -32,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--socket", metavar="PATH", help="Unix socket path (default: the runtime dir's engine.sock)")
         p.add_argument("--tcp", metavar="PORT", type=int, help="talk to 127.0.0.1:PORT instead")
         p.add_argument("--timeout", metavar="SECONDS", type=float, default=10.0)
+
+    complete = sub.add_parser("complete", help="fill in the middle once and print it (no editor or running engine needed)")
+    complete.add_argument("prefix", help=r"text before the cursor (\n, \t and \\ read as a line break, a tab, a backslash)")
+    complete.add_argument("--suffix", default="", help="text after the cursor (same escapes)")
+    complete.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
+    complete.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    complete.add_argument("--max-tokens", type=int, default=48)
+    complete.add_argument("--threshold", type=float, default=0.9, help="confidence to commit a token early (default 0.9)")
+    complete.add_argument("--raw", action="store_true", help="print the engine's text, not what an editor would show")
 
     train = sub.add_parser("train", help="train a model (see `mercury-engine train --help`)", add_help=False)
     train.add_argument("argv", nargs=argparse.REMAINDER)
@@ -74,6 +84,35 @@ def serve(args: argparse.Namespace) -> int:
         return 1
 
 
+def unescape(text: str) -> str:
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+def complete(args: argparse.Namespace) -> int:
+    """One completion in this process (the model loads here, no socket involved), shown as the
+    language server would show it: its line mode, post-processing and confidence gate."""
+    from mercury_lsp.context import context_between
+    from mercury_lsp.postprocess import postprocess
+    from mercury_lsp.settings import Settings
+
+    from .loader import load_model
+    from .sampler import InfillParams, Sampler
+
+    prefix, suffix, settings = unescape(args.prefix), unescape(args.suffix), Settings()
+    ctx = context_between(prefix, suffix, "python", settings.context_chars)
+    sampler = Sampler(load_model(args.model, device=args.device))
+    result = sampler.infill(InfillParams(prefix=prefix, suffix=suffix, max_tokens=args.max_tokens, budget_ms=60_000.0,
+                                         threshold=args.threshold, single_line=bool(ctx and ctx.single_line)))
+    best = result.completions[0] if result.completions else None
+    raw, confidence = (best.text, best.confidence) if best else ("", 0.0)
+    shown = postprocess(raw, ctx) if ctx and confidence >= settings.min_confidence else None
+    print(raw if args.raw else shown.text if shown else "")
+    print(f"mercury-engine: {best.tokens if best else 0} tokens in {result.forwards} forwards, {result.model_ms:.0f} ms, "
+          f"confidence {confidence:.2f}" + ("" if args.raw or shown else "; an editor would show nothing (--raw prints it)"),
+          file=sys.stderr)
+    return 0
+
+
 def ask(args: argparse.Namespace, method: str) -> int:
     from .client import EngineError, EngineUnavailable, call
 
@@ -108,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "complete":
+        return complete(args)
     return ask(args, "shutdown" if args.command == "stop" else args.command)
 
 

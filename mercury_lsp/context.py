@@ -146,3 +146,10 @@ def build_context(
         encoding=encoding,
         offset=offset,
     )
+
+
+def context_between(prefix: str, suffix: str, language: str, budget: int) -> Context | None:
+    """The context of a cursor between `prefix` and `suffix`: a document split at the cursor."""
+    breaks = LINE_BREAK.findall(prefix)
+    line_start = max(prefix.rfind("\n"), prefix.rfind("\r")) + 1
+    return build_context(prefix + suffix, len(breaks), utf16_len(prefix[line_start:]), language, budget)

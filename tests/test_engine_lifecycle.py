@@ -241,3 +241,15 @@ def test_cuda_asked_for_without_a_gpu_is_a_clear_error(tmp_path, tiny_model_dir)
     out = cli("serve", "--model", str(tiny_model_dir), "--socket", str(tmp_path / "e.sock"), "--device", "cuda")
     assert out.returncode == 1
     assert "no CUDA GPU" in out.stderr
+
+
+def test_complete_prints_one_completion_without_a_running_engine(tiny_model_dir):
+    from mercury_engine.cli import unescape
+
+    assert unescape(r"def f():\n\treturn '\\n'") == "def f():\n\treturn '\\n'"
+    proc = subprocess.run([sys.executable, "-m", "mercury_engine.cli", "complete", r"def add(a, b):\n    return ",
+                           "--model", str(tiny_model_dir), "--device", "cpu", "--max-tokens", "3", "--raw"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "tokens in" in proc.stderr and "forwards" in proc.stderr
+    assert proc.stdout.endswith("\n")
