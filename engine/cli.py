@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import json
 import logging
+import logging.handlers
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 from .paths import DEFAULT_MODEL_DIR, default_socket_path
@@ -26,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout", metavar="SECONDS", type=float, default=1800.0, help="exit after this long with no clients (0: never; default 1800)")
     serve.add_argument("--frame-timeout", metavar="SECONDS", type=float, default=10.0, help="close a connection that sends half a frame and then nothing for this long")
     serve.add_argument("--max-batch", metavar="N", type=int, default=16, help="most requests decoded together (default 16)")
+    serve.add_argument("--max-connections", metavar="N", type=int, help="clients served at once; more get an error and a close (default: the file-descriptor limit less 64, at most 1024)")
+    serve.add_argument("--connection-timeout", metavar="SECONDS", type=float, default=600.0, help="close a connection that asks nothing for this long (0: never; default 600)")
+    serve.add_argument("--log-file", metavar="PATH", help="log here, rotated at 1 MiB with one old file kept (default: stderr)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     for name, text in (("health", "is an engine up, and is it ready?"), ("stats", "request counters and latency"), ("stop", "ask the engine to exit")):
@@ -48,6 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class RateLimit(logging.Filter):
+    """At most `burst` records of one message template per `period` seconds: a client storm (or a
+    full file-descriptor table, which asyncio reports on every accept) must not fill the disk."""
+
+    def __init__(self, burst: int = 10, period: float = 60.0):
+        super().__init__()
+        self.burst, self.period = burst, period
+        self.seen: dict[tuple[str, str], list] = {}  # (logger, template) -> [window start, count]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        window = self.seen.setdefault((record.name, str(record.msg)), [now, 0])
+        if now - window[0] > self.period:
+            if window[1] > self.burst:
+                record.msg = f"{record.msg} (and {window[1] - self.burst} more like it in {self.period:g} s)"
+            window[:] = [now, 0]
+        window[1] += 1
+        return window[1] <= self.burst
+
+
+def setup_logging(level: str, path: str | None) -> None:
+    handler = (logging.handlers.RotatingFileHandler(path, maxBytes=1 << 20, backupCount=1) if path
+               else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter("mercury-engine: %(message)s"))
+    handler.addFilter(RateLimit())
+    logging.basicConfig(level=level, handlers=[handler])
+
+
 def serve(args: argparse.Namespace) -> int:
     from .server import EngineAlreadyRunning, EngineServer
 
@@ -64,7 +97,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_batch < 1:
         print("mercury-engine: --max-batch must be at least 1", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level, format="mercury-engine: %(message)s", stream=sys.stderr)
+    setup_logging(args.log_level, args.log_file)
     server = EngineServer(
         model_dir=model_dir,
         socket_path=Path(args.socket) if args.socket else default_socket_path(),
@@ -73,6 +106,8 @@ def serve(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
         frame_timeout=args.frame_timeout,
         max_batch=args.max_batch,
+        max_connections=args.max_connections,
+        connection_timeout=args.connection_timeout,
     )
     try:
         return asyncio.run(server.run())

@@ -8,6 +8,7 @@ import errno
 import fcntl
 import logging
 import os
+import resource
 import signal
 import socket
 import stat
@@ -24,6 +25,7 @@ from .protocol import (
     NOT_READY,
     READ_CHUNK,
     FatalFrameError,
+    TOO_MANY_CONNECTIONS,
     ProtocolError,
     declares_oversize,
     error_reply,
@@ -40,6 +42,14 @@ from .protocol import (
 from .scheduler import RequestCancelled, Scheduler, Stats, Worker
 
 log = logging.getLogger("mercury_engine")
+MAX_LINGERING = 16
+
+
+def default_max_connections() -> int:
+    """Under the file-descriptor limit by enough that a client over the cap can still be accepted
+    and told: room for the refusals lingering and the engine's own files."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(4, min(1024, soft - 64))
 
 
 class EngineAlreadyRunning(RuntimeError):
@@ -124,6 +134,8 @@ class EngineServer:
         idle_timeout: float = 1800.0,
         frame_timeout: float = 10.0,
         max_batch: int = 16,
+        max_connections: int | None = None,
+        connection_timeout: float = 600.0,
     ):
         self.model_dir = model_dir
         self.socket_path = Path(socket_path)
@@ -132,6 +144,11 @@ class EngineServer:
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
         self.max_batch = max_batch
+        self.max_connections = max_connections or default_max_connections()
+        self.connection_timeout = connection_timeout
+        self.lingering = 0  # refused connections waiting for their client to read the refusal
+        self.open_count = 0  # connections accepted and not yet dropped
+        self.accepted: set[asyncio.Task] = set()  # their tasks, kept until done
         self.stats = Stats()
         self.scheduler: Scheduler | None = None
         self.model_name = str(model_dir) if model_dir else "default"
@@ -148,23 +165,22 @@ class EngineServer:
         self.stop_event = asyncio.Event()
         self.worker = Worker()
         sock, lock_fd = bind_unix_socket(self.socket_path)
-        servers = [await asyncio.start_unix_server(self._serve_connection, sock=sock, limit=READ_CHUNK)]
+        listeners = [sock]
         try:
             if self.tcp_port is not None:
-                tcp = await asyncio.start_server(self._serve_connection, host="127.0.0.1", port=self.tcp_port)
-                servers.append(tcp)
-                port = tcp.sockets[0].getsockname()[1]
-                log.info("listening on tcp 127.0.0.1:%d", port)
+                listeners.append(socket.create_server(("127.0.0.1", self.tcp_port), backlog=128))
+                log.info("listening on tcp 127.0.0.1:%d", listeners[-1].getsockname()[1])
+            accepting = [asyncio.create_task(self._accept(listener)) for listener in listeners]
             log.info("listening on %s (pid %d); loading the model", self.socket_path, os.getpid())
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
-            background = [asyncio.create_task(self._load()), asyncio.create_task(self._watch_idle())]
+            background = [asyncio.create_task(self._load()), asyncio.create_task(self._watch_idle()), *accepting]
             await self.stop_event.wait()
             for task in background:
                 task.cancel()
         finally:
-            await self._close(servers)
+            await self._close(listeners)
             os.close(lock_fd)
         return self.exit_code
 
@@ -174,9 +190,9 @@ class EngineServer:
             self.exit_code = exit_code
             self.stop_event.set()
 
-    async def _close(self, servers: list[asyncio.Server]) -> None:
-        for srv in servers:
-            srv.close()
+    async def _close(self, listeners: list[socket.socket]) -> None:
+        for listener in listeners:
+            listener.close()
         try:
             if stat.S_ISSOCK(self.socket_path.lstat().st_mode):
                 self.socket_path.unlink()
@@ -221,6 +237,38 @@ class EngineServer:
 
     # ---- connections -------------------------------------------------------------------------
 
+    async def _accept(self, listener: socket.socket) -> None:
+        """Accept one connection at a time, so the cap is checked before the next one is taken:
+        asyncio's own servers accept 100 at once and, out of file descriptors, stop for a second."""
+        listener.setblocking(False)
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of file descriptors: the refusals below free some soon
+                log.warning("cannot accept a connection: %s", exc.strerror or exc)
+                await asyncio.sleep(0.05)
+                continue
+            admitted = self.open_count < self.max_connections
+            self.open_count += admitted
+            task = asyncio.create_task(self._streams(client, admitted))
+            self.accepted.add(task)
+            task.add_done_callback(self.accepted.discard)
+
+    async def _streams(self, client: socket.socket, admitted: bool) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=client, limit=READ_CHUNK)
+        except OSError:
+            client.close()
+            self.open_count -= admitted
+            return
+        await (self._serve_connection(reader, writer) if admitted else self._refuse(reader, writer))
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        log.warning("refusing a connection: %d open, the cap", self.open_count)
+        await self._send_error(Connection(writer), None, TOO_MANY_CONNECTIONS, f"too many connections ({self.max_connections})")
+        await self._linger(reader, writer)
+
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(writer)
         self.connections.add(conn)
@@ -231,12 +279,13 @@ class EngineServer:
         try:
             while not conn.closed and not self.stop_event.is_set():
                 try:
-                    if fed > consumed:  # half a frame: the rest must come soon
-                        data = await asyncio.wait_for(reader.read(READ_CHUNK), self.frame_timeout)
-                    else:
-                        data = await reader.read(READ_CHUNK)
+                    # half a frame: the rest must come soon; otherwise a client may idle a while
+                    wait = self.frame_timeout if fed > consumed else self.connection_timeout
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), wait or None)
                 except TimeoutError:
-                    log.info("closing a connection: half a frame, then %g s of silence", self.frame_timeout)
+                    if fed == consumed and conn.tasks:
+                        continue  # waiting for its answers, not idle
+                    log.info("closing a connection: %s", "half a frame, then silence" if fed > consumed else "idle")
                     break
                 except (ConnectionError, OSError):
                     break
@@ -263,6 +312,23 @@ class EngineServer:
         finally:
             await self._drop_connection(conn)
 
+    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float = 1.0) -> None:
+        """Close after the reply has been read: closing with the client's request still unread
+        would reset the connection, and the reply with it. Only a few linger at a time, so that
+        a flood of refused clients cannot use up the file descriptors the cap keeps free."""
+        if self.lingering < MAX_LINGERING:
+            self.lingering += 1
+            try:
+                writer.write_eof()
+                async with asyncio.timeout(seconds):
+                    while await reader.read(READ_CHUNK):
+                        pass
+            except (TimeoutError, ConnectionError, OSError):
+                pass
+            finally:
+                self.lingering -= 1
+        writer.close()
+
     async def _drop_connection(self, conn: Connection) -> None:
         if self.scheduler is not None:
             self.scheduler.cancel_owner(conn)
@@ -271,6 +337,7 @@ class EngineServer:
         conn.closed = True
         conn.writer.close()
         self.connections.discard(conn)
+        self.open_count -= 1
         self.last_activity = time.monotonic()
 
     async def _send_error(self, conn: Connection, req_id: Any, code: int, message: str) -> None:

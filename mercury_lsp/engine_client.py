@@ -219,8 +219,12 @@ class EngineClient:
             while data := await reader.read(1 << 16):
                 unpacker.feed(data)
                 for reply in unpacker:
-                    if isinstance(reply, dict):
-                        fut = self._pending.pop(reply.get("id"), None)
+                    if not isinstance(reply, dict):
+                        continue
+                    # an error for no request in particular (too many connections): every request's
+                    waiting = list(self._pending) if reply.get("id") is None and "error" in reply else [reply.get("id")]
+                    for req_id in waiting:
+                        fut = self._pending.pop(req_id, None)
                         if fut is not None and not fut.done():
                             fut.set_result(reply)
         except (OSError, ValueError, msgpack.UnpackException) as e:
@@ -295,13 +299,16 @@ class EngineClient:
             os.close(fd)  # releases the flock
 
     def _spawn(self) -> None:
-        cmd = list(self.command or default_engine_command()) + ["serve", "--socket", self.socket_path]
+        cmd = list(self.command or default_engine_command()) + ["serve", "--socket", self.socket_path,
+                                                                  "--log-file", str(self._log_path())]
         if self.model:
             cmd += ["--model", self.model]
         if self.device:
             cmd += ["--device", self.device]
         self.log("starting engine: " + " ".join(cmd))
-        with open(self._log_path(), "ab") as log_file:
+        # The engine rotates its own log; its stderr (a traceback before logging starts) is kept
+        # for this engine only.
+        with open(self._stderr_path(), "wb") as log_file:
             # Own session: the engine outlives this editor and is shared with the next one.
             self._spawned = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True
@@ -311,11 +318,20 @@ class EngineClient:
     def _log_path(self) -> Path:
         return Path(self.socket_path + ".log")
 
+    def _stderr_path(self) -> Path:
+        return Path(self.socket_path + ".stderr")
+
     def _log_tail(self, n: int = 600) -> str:
-        try:
-            return self._log_path().read_text(errors="replace")[-n:].strip()
-        except OSError:
-            return ""
+        """The last `n` bytes of what the engine wrote: its log, then its stderr."""
+        tail = b""
+        for path in (self._log_path(), self._stderr_path()):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(max(0, f.seek(0, os.SEEK_END) - n))
+                    tail += f.read()
+            except OSError:
+                pass
+        return tail[-n:].decode(errors="replace").strip()
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + LOAD_TIMEOUT_S

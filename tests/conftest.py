@@ -13,6 +13,7 @@ under test spawned detached (they idle 30 minutes by design) are stopped when th
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 class EngineProcess:
     """A `mercury-engine serve` subprocess on its own socket; stderr goes to a log file."""
 
-    def __init__(self, model_dir: Path, socket_path: Path, *extra: str):
+    def __init__(self, model_dir: Path, socket_path: Path, *extra: str, nofile: int | None = None):
         self.socket_path = socket_path
         # not beside the socket: tests check that the engine creates the socket's folder itself
         fd, log_path = tempfile.mkstemp(prefix="mercury-engine-", suffix=".log")
@@ -106,7 +107,8 @@ class EngineProcess:
         self.log = os.fdopen(fd, "wb")
         cmd = [sys.executable, "-m", "mercury_engine.cli", "serve", "--model", str(model_dir), "--device", "cpu", "--socket", str(socket_path), *extra]
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
 
     def stderr(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -151,13 +153,15 @@ def engine(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture
 def start_engine(tiny_model_dir, tmp_path_factory):
-    """start_engine(*flags, ready=True, model_dir=None, socket_path=None) -> EngineProcess;
+    """start_engine(*flags, ready=True, model_dir=None, socket_path=None, nofile=None) -> EngineProcess
+    (nofile: the engine's file-descriptor limit);
     stopped when the test ends."""
     started: list[EngineProcess] = []
 
-    def start(*extra: str, ready: bool = True, model_dir: Path | None = None, socket_path: Path | None = None) -> EngineProcess:
+    def start(*extra: str, ready: bool = True, model_dir: Path | None = None, socket_path: Path | None = None,
+              nofile: int | None = None) -> EngineProcess:
         sock = socket_path or tmp_path_factory.mktemp("eng") / "engine.sock"
-        proc = EngineProcess(model_dir or tiny_model_dir, sock, *extra)
+        proc = EngineProcess(model_dir or tiny_model_dir, sock, *extra, nofile=nofile)
         started.append(proc)
         return proc.wait_ready() if ready else proc
 
