@@ -123,3 +123,77 @@ def test_fuzzed_bytes(engine, data):
     for reply in exchange_bytes(engine, data):
         check_reply(reply)
     still_healthy(engine)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def random_value(rng, depth: int = 0):
+    makers = [lambda: None, lambda: True, lambda: rng.randint(-2**40, 2**40), lambda: rng.uniform(-1e6, 1e6),
+              lambda: "".join(rng.choices("ab(){} \n\x00é😀", k=rng.randrange(12))),
+              lambda: bytes(rng.randrange(256) for _ in range(rng.randrange(8))), lambda: float("nan")]
+    if depth < 2:
+        makers += [lambda: [random_value(rng, depth + 1) for _ in range(rng.randrange(3))],
+                   lambda: {str(rng.randrange(5)): random_value(rng, depth + 1) for _ in range(rng.randrange(3))}]
+    return rng.choice(makers)()
+
+
+def structured_frame(rng, i: int) -> dict:
+    """A map, as a client would send, with random parts: every one is answered exactly once."""
+    roll = rng.random()
+    if roll < 0.4:  # often valid enough to be decoded, with budgets that keep the run short
+        params = {"prefix": "".join(rng.choices("def f(x):\n    return ", k=rng.randrange(30))),
+                  "max_tokens": rng.choice([1, 2, 3, 0, -1, "2"]), "budget_ms": rng.choice([1.0, 2.0, 5.0, -1.0, float("nan")])}
+        for key in rng.sample(FIELDS[1:], rng.randrange(4)):
+            params.setdefault(key, random_value(rng))
+        return {"id": i, "method": "infill", "params": params}
+    if roll < 0.8:
+        return {"id": i, "method": rng.choice(["health", "stats", "cancel", "no_such", 7, None, "infill"]), "params": random_value(rng)}
+    frame = {"method": random_value(rng), "params": random_value(rng)}
+    if rng.random() < 0.7:
+        frame["id"] = rng.choice([None, True, 1.5, [i], {"x": i}, f"s{i}"])
+    return frame
+
+
+def raw_frame(rng, i: int) -> bytes:
+    """Bytes a broken client might send: noise, or a real frame cut short or with bytes flipped."""
+    data = bytearray(pack(structured_frame(rng, i)))
+    roll = rng.random()
+    if roll < 0.3:
+        return bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
+    if roll < 0.6:
+        return bytes(data[: rng.randrange(1, max(2, len(data)))])
+    for _ in range(rng.randint(1, 4)):
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    return bytes(data)
+
+
+def test_ten_thousand_frames_raw_and_structured_beside_a_client(start_engine):
+    import random
+
+    eng = start_engine()
+    rng = random.Random(1234)
+    structured, raw, batch = 8000, 2000, 200
+    with EngineClient(eng.socket_path, timeout=TIMEOUT) as bystander:
+        assert bystander.infill("x = ", max_tokens=2)["completions"]
+        rss_before = rss_mb(eng.proc.pid)
+        replies = 0
+        with EngineClient(eng.socket_path, timeout=TIMEOUT) as c:
+            for start in range(0, structured, batch):
+                c.send_raw(b"".join(pack(structured_frame(rng, i)) for i in range(start, start + batch)))
+                for _ in range(batch):
+                    check_reply(c.receive())
+                    replies += 1
+                assert bystander.request("health")["ready"]
+        for i in range(raw):
+            for reply in exchange_bytes(eng.socket_path, raw_frame(rng, structured + i)):
+                check_reply(reply)
+            if i % 200 == 0:
+                assert bystander.request("health")["ready"]
+        assert bystander.infill("y = ", max_tokens=2)["completions"]
+        grown = rss_mb(eng.proc.pid) - rss_before
+    assert replies == structured and eng.proc.poll() is None
+    assert grown < 100, f"engine RSS grew {grown:.0f} MB over {structured + raw} frames"
+    print(f"fuzz: {structured} structured frames answered, {raw} raw frames, engine RSS {grown:+.1f} MB")
