@@ -33,6 +33,7 @@ def postprocess(raw: str, ctx: Context) -> Suggestion | None:
     if ctx.single_line:
         text = text.split("\n", 1)[0]
     text = drop_repetitive_lines(text)
+    text = cut_at_repeated_line(text, ctx)
     text = drop_doubled_space(text, ctx)
     text = cut_at_next_line(text, ctx)
     text = limit_to_block(text, ctx)
@@ -64,6 +65,22 @@ def drop_repetitive_lines(text: str) -> str:
         for pattern in REPETITION:
             if any(len(set(m.group(1))) > 1 for m in pattern.finditer(line)):
                 return "\n".join(lines[:i])
+    return text
+
+
+def cut_at_repeated_line(text: str, ctx: Context) -> str:
+    """Stop before a line that repeats the line above it, indentation and all: a model that loops
+    writes `return a - b` again and again. (Any earlier line would cut right answers too: real
+    code repeats `with self.assertRaises(TypeError):` a few lines apart. Short lines may repeat.)"""
+    lines = text.split("\n")
+    above = (ctx.line_prefix + lines[0]).rstrip()
+    for i in range(1, len(lines)):
+        line = lines[i].rstrip()
+        if not line.strip():
+            continue
+        if line == above and len(line.strip()) >= 6:
+            return "\n".join(lines[:i])
+        above = line
     return text
 
 
