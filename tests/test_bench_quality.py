@@ -73,19 +73,23 @@ def test_main_block_of_a_task_file_does_not_run():
     assert run_program(program, timeout=30).status == "passed"
 
 
-def test_quality_cli_scores_given_completions(tmp_path):
-    tasks = tmp_path / "toy.jsonl.gz"
-    write_tasks(tasks, TOY)
-    assert [t["task_id"] for t in read_tasks(tasks)] == [t["task_id"] for t in TOY]
+def quality_of_given(tmp_path, name: str, tasks: list[dict], answers: dict, timeout: float):
+    """`mercury-bench quality --completions` on these tasks and answers: (process, results)."""
+    write_tasks(tmp_path / name, tasks)
     given = tmp_path / "completions.jsonl"
-    given.write_text("".join(json.dumps({"task_id": k, "completion": v}) + "\n" for k, v in ANSWERS.items()))
+    given.write_text("".join(json.dumps({"task_id": k, "completion": v}) + "\n" for k, v in answers.items()))
     out = tmp_path / "q.json"
-    proc = subprocess.run([sys.executable, "-m", "mercury_bench.cli", "quality", "--tasks", str(tasks), "--completions",
-                           str(given), "--json", str(out), "--out-dir", str(tmp_path / "results"), "--timeout", "30"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "mercury_bench.cli", "quality", "--tasks", str(tmp_path / name), "--completions",
+                           str(given), "--json", str(out), "--out-dir", str(tmp_path / "results"), "--timeout", str(timeout)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+def test_quality_cli_scores_given_completions(tmp_path):
+    proc, result = quality_of_given(tmp_path, "toy.jsonl.gz", TOY, ANSWERS, timeout=30)
+    assert [t["task_id"] for t in read_tasks(tmp_path / "toy.jsonl.gz")] == [t["task_id"] for t in TOY]
     assert "given completions" in proc.stdout
-    result = json.loads(out.read_text())
     summary = result["settings"][0]["summary"]["all"]
     assert summary["pass@1"] == pytest.approx(50.0) and summary["exact_ws"] == pytest.approx(200 / 3, abs=1e-3)
     assert (tmp_path / "results" / "quality.json").exists()
@@ -152,16 +156,8 @@ def test_editor_view_cuts_repeats_and_moves_covered_brackets_into_the_middle():
 
 
 def test_quality_cli_scores_the_published_layout_raw_and_as_shown(tmp_path):
-    tasks = tmp_path / "HumanEval-Synth.jsonl.gz"
-    write_tasks(tasks, HUMANEVAL_LAYOUT)
-    given = tmp_path / "completions.jsonl"
-    given.write_text("".join(json.dumps({"task_id": k, "completion": v}) + "\n" for k, v in GIVEN.items()))
-    out = tmp_path / "q.json"
-    proc = subprocess.run([sys.executable, "-m", "mercury_bench.cli", "quality", "--tasks", str(tasks), "--completions",
-                           str(given), "--json", str(out), "--out-dir", str(tmp_path / "results"), "--timeout", "3"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    (setting,) = json.loads(out.read_text())["settings"]
+    proc, result = quality_of_given(tmp_path, "HumanEval-Synth.jsonl.gz", HUMANEVAL_LAYOUT, GIVEN, timeout=3)
+    (setting,) = result["settings"]
     raw, shown = setting["summary"], setting["shown"]
     assert list(raw) == ["single_line", "multi_line", "random_span", "all"]
     # raw: the line without its break runs into the next line (a syntax error); the extra
