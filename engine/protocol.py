@@ -9,7 +9,6 @@ import math
 from typing import Any
 
 import msgpack
-import msgpack.fallback
 
 MAX_FRAME = 1 << 20  # bytes; a bigger frame gets an error reply, then the connection is closed
 
@@ -56,6 +55,8 @@ def declares_oversize(partial: bytes) -> bool:
     """True when the start of a frame already declares a string, binary, extension, array or map
     longer than MAX_FRAME, so it can be refused before the bytes arrive. msgpack's C unpacker checks
     lengths only once a value is complete; its pure-Python twin checks each header as it reads it."""
+    import msgpack.fallback  # here: clients of this module never need it
+
     limits = {f"max_{kind}_len": MAX_FRAME for kind in ("str", "bin", "ext", "array", "map")}
     checker = msgpack.fallback.Unpacker(raw=True, strict_map_key=False, max_buffer_size=MAX_FRAME + READ_CHUNK, **limits)
     checker.feed(partial)

@@ -150,6 +150,5 @@ def build_context(
 
 def context_between(prefix: str, suffix: str, language: str, budget: int) -> Context | None:
     """The context of a cursor between `prefix` and `suffix`: a document split at the cursor."""
-    breaks = LINE_BREAK.findall(prefix)
     line_start = max(prefix.rfind("\n"), prefix.rfind("\r")) + 1
-    return build_context(prefix + suffix, len(breaks), utf16_len(prefix[line_start:]), language, budget)
+    return build_context(prefix + suffix, len(LINE_BREAK.findall(prefix)), utf16_len(prefix[line_start:]), language, budget)

@@ -11,6 +11,7 @@ import time
 import uuid
 
 from lsprotocol import types
+from mercury_engine.protocol import is_valid_id
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
@@ -31,10 +32,6 @@ PREFETCH_AFTER_S = 0.15  # quiet time on a document before the next suggestion i
 PREFETCH_MAX_DOC = 1_000_000  # characters; bigger documents are not copied to prefetch
 ENGINE_SETTINGS = ("engine_socket", "engine_command", "engine_autostart", "model", "engine_device")
 STATS_METHOD = "mercury/stats"
-
-
-def is_valid_id(msg_id) -> bool:
-    return (isinstance(msg_id, int) and not isinstance(msg_id, bool)) or isinstance(msg_id, str)
 
 
 class MercuryProtocol(LanguageServerProtocol):
